@@ -1,0 +1,181 @@
+"""Loading and writing checkpoint folders in the official ``checkpoints/`` layout.
+
+    DIR/float.pth                                   (or float.safetensors, see ``convert``)
+    DIR/wav2vec2-base-960h/                         config.json, preprocessor_config.json,
+                                                    model.safetensors or pytorch_model.bin
+    DIR/wav2vec-english-speech-emotion-recognition/ likewise
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor
+
+from .config import ModelConfig
+from .errors import CheckpointError
+from .keys import KeyEntry, alternative_names, float_keys, hf_keys
+from .model import FloatModel
+
+log = logging.getLogger(__name__)
+
+FLOAT_FILES = ("float.safetensors", "float.pth")
+AUDIO_DIR = "wav2vec2-base-960h"
+EMOTION_DIR = "wav2vec-english-speech-emotion-recognition"
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+LAYOUT = f"""expected layout:
+  CKPT_DIR/float.pth (or float.safetensors)
+  CKPT_DIR/{AUDIO_DIR}/config.json + model.safetensors or pytorch_model.bin
+  CKPT_DIR/{EMOTION_DIR}/config.json + model.safetensors or pytorch_model.bin"""
+
+
+@dataclass
+class LoadReport:
+    ignored: dict[str, list[str]] = field(default_factory=dict)   # file -> extra keys
+
+    def summary(self) -> str:
+        parts = [f"{name}: {len(keys)} unused key(s) ignored ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                 for name, keys in self.ignored.items() if keys]
+        return "; ".join(parts)
+
+
+def _missing(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{what} not found: {path}\n{LAYOUT}")
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))  # memory-mapped
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a state dict")
+    return state
+
+
+def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise _missing(folder / names[-1], what)
+
+
+def hf_config(folder: Path) -> Wav2Vec2Config:
+    if not folder.is_dir():
+        raise _missing(folder, "folder")
+    if not (folder / "config.json").is_file():
+        raise _missing(folder / "config.json", "config.json")
+    return Wav2Vec2Config.from_pretrained(str(folder), local_files_only=True)
+
+
+def feature_extractor(folder: Path) -> Wav2Vec2FeatureExtractor:
+    if (folder / "preprocessor_config.json").is_file():
+        return Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True)
+    log.warning("%s has no preprocessor_config.json; using 16 kHz with normalisation", folder)
+    return Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False)
+
+
+def _apply(entries: list[KeyEntry], state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+           source: Path) -> list[str]:
+    """Copy tensors named by ``entries`` from ``state`` into ``target``; return the unused keys."""
+    problems, used = [], set()
+    for e in entries:
+        name = next((n for n in alternative_names(e.official) if n in state), None)
+        if name is None:
+            if not e.optional:
+                problems.append(f"missing key {e.official} (expected shape {list(e.shape)})")
+            continue
+        used.add(name)
+        tensor = state[name]
+        if tuple(tensor.shape) != e.shape:
+            problems.append(f"key {e.official}: expected shape {list(e.shape)}, file has {list(tensor.shape)}")
+            continue
+        if e.ours is not None:
+            target[e.ours] = tensor.reshape(target[e.ours].shape)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(f"{source}: " + "; ".join(problems[:5]) + more +
+                              " - does the --config match these weights?")
+    return sorted(set(state) - used)
+
+
+def build_model(cfg: ModelConfig, ckpt_dir: Path) -> FloatModel:
+    return FloatModel(cfg, hf_config(ckpt_dir / AUDIO_DIR), hf_config(ckpt_dir / EMOTION_DIR))
+
+
+def load_model(cfg: ModelConfig, ckpt_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FloatModel, LoadReport]:
+    """Build FloatModel for ``cfg`` and fill it exactly from a checkpoint folder."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise _missing(ckpt_dir, "checkpoint folder")
+    float_path = _find(ckpt_dir, FLOAT_FILES, "float.pth")
+    model = build_model(cfg, ckpt_dir)
+    target = model.state_dict()
+    report = LoadReport()
+    report.ignored[float_path.name] = _apply(float_keys(model), read_tensors(float_path), target, float_path)
+    for which, sub in (("audio", AUDIO_DIR), ("emotion", EMOTION_DIR)):
+        path = _find(ckpt_dir / sub, HF_WEIGHTS, "weights file")
+        report.ignored[f"{sub}/{path.name}"] = _apply(hf_keys(model, which), read_tensors(path), target, path)
+    model.load_state_dict(target)
+    model.motion.direction.invalidate()
+    if report.summary():
+        log.info(report.summary())
+    return model.to(device).eval(), report
+
+
+def official_state(model: FloatModel, which: str) -> dict[str, torch.Tensor]:
+    """The model's tensors under the published names ('float', 'audio' or 'emotion')."""
+    entries = float_keys(model) if which == "float" else hf_keys(model, which)
+    params = model.state_dict()
+    return {e.official: (params[e.ours].reshape(e.shape) if e.ours else torch.zeros(e.shape)).contiguous()
+            for e in entries}
+
+
+def write_hf_folder(folder: Path, state: dict[str, torch.Tensor], config: Wav2Vec2Config,
+                    preprocessor: Wav2Vec2FeatureExtractor, fmt: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(folder))
+    preprocessor.save_pretrained(str(folder))
+    for stale in HF_WEIGHTS:
+        (folder / stale).unlink(missing_ok=True)
+    if fmt == "safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"),
+                  metadata={"format": "pt"})
+    else:
+        torch.save(state, str(folder / "pytorch_model.bin"))
+
+
+def convert(ckpt_dir: str | Path, out_dir: str | Path) -> Path:
+    """Rewrite a checkpoint folder as safetensors (memory-mapped, faster to load)."""
+    ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
+    float_path = _find(ckpt_dir, FLOAT_FILES, "float.pth")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in read_tensors(float_path).items() if isinstance(v, torch.Tensor)}
+    save_file(state, str(out_dir / "float.safetensors"), metadata={"format": "pt"})
+    for sub in (AUDIO_DIR, EMOTION_DIR):
+        src = _find(ckpt_dir / sub, HF_WEIGHTS, "weights file")
+        dst = out_dir / sub
+        dst.mkdir(exist_ok=True)
+        for name in ("config.json", "preprocessor_config.json"):
+            if (ckpt_dir / sub / name).is_file():
+                shutil.copy2(ckpt_dir / sub / name, dst / name)
+        tensors = {k: v.contiguous() for k, v in read_tensors(src).items()}
+        save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return out_dir
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
