@@ -1,0 +1,150 @@
+"""``float-rt`` command line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .config import EMOTIONS
+from .errors import FloatRTError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "float-512.yaml"
+
+
+def _config(path):
+    from .config import load_config
+    try:
+        return load_config(path)
+    except (OSError, ValueError) as exc:
+        raise FloatRTError(str(exc)) from exc
+
+
+def cmd_generate(a) -> None:
+    from .media import load_audio, load_image, prepare_reference
+    from .pipeline import FloatPipeline, sampling_with
+
+    cfg = _config(a.config)
+    img = load_image(a.ref)
+    samples = load_audio(a.audio, cfg.model.sampling_rate)
+    image = prepare_reference(img, cfg.model.input_size, crop=not a.no_crop)
+    pipe = FloatPipeline.from_checkpoints(a.checkpoints, cfg, a.device, decode_batch=a.decode_batch)
+    sampling = sampling_with(cfg.sampling, emotion=a.emo, a_cfg_scale=a.a_cfg_scale,
+                             e_cfg_scale=a.e_cfg_scale, nfe=a.nfe, seed=a.seed)
+    n = pipe.generate(image, samples, a.out, sampling)
+    print(f"wrote {a.out}: {n} frames at {cfg.model.fps:g} fps, {len(samples) / cfg.model.sampling_rate:.2f} s of audio")
+
+
+def cmd_demo_weights(a) -> None:
+    from tqdm.auto import tqdm
+
+    from .recipe import write_recipe_checkpoints
+    cfg = _config(a.config)
+    out = write_recipe_checkpoints(cfg, a.out, progress=lambda it: tqdm(it, desc="writing", unit="file"))
+    print(f"wrote recipe weights for {cfg.name} to {out}\n"
+          "note: these are deterministic stand-in weights - every output will be noise, not a face.")
+
+
+def cmd_reference(a) -> None:
+    import numpy as np
+
+    from .reference import compare, run_case
+    ours = run_case(a.case_dir)
+    np.savez(a.out, **ours)
+    print(f"wrote {a.out} ({', '.join(sorted(ours))})")
+    expected = Path(a.case_dir) / "expected.npz"
+    if expected.is_file():
+        failed = 0
+        for key, (err, tol, ok) in compare(ours, dict(np.load(expected))).items():
+            failed += not ok
+            print(f"  {key:12s} rel.err {err:.2e}  tol {tol:.0e}  {'ok' if ok else 'FAIL'}")
+        if failed:
+            raise SystemExit(1)
+
+
+def cmd_convert(a) -> None:
+    from .checkpoint import convert
+    print(f"wrote {convert(a.ckpt_dir, a.out)}")
+
+
+def cmd_bench(a) -> None:
+    import torch
+
+    from .bench import run_bench, write_json
+    from .pipeline import FloatPipeline
+    cfg = _config(a.config)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    pipe = FloatPipeline.from_checkpoints(a.checkpoints, cfg, a.device, decode_batch=a.decode_batch)
+    res = run_bench(pipe, cfg, repeat=a.repeat, decode_batch=a.decode_batch, e2e_seconds=a.seconds)
+    if a.json:
+        write_json(res, a.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="float-rt", description="FLOAT-RT: audio-driven talking avatars")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="offline: portrait + speech -> mp4")
+    g.add_argument("--checkpoints", required=True, help="folder in the official checkpoints/ layout")
+    g.add_argument("--ref", required=True, help="reference portrait image")
+    g.add_argument("--audio", required=True, help="speech (wav, mp3, m4a, ogg, ...; any rate)")
+    g.add_argument("--out", required=True, help="output .mp4")
+    g.add_argument("--config", default=str(DEFAULT_CONFIG))
+    g.add_argument("--emo", choices=EMOTIONS, default=None, help="fixed emotion (default: predicted from speech)")
+    g.add_argument("--a-cfg-scale", type=float, default=None)
+    g.add_argument("--e-cfg-scale", type=float, default=None)
+    g.add_argument("--nfe", type=int, default=None, help="Euler grid points (nfe-1 evaluations per window)")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--no-crop", action="store_true", help="use the image as it is (no face crop)")
+    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
+    g.add_argument("--decode-batch", type=int, default=8)
+    g.set_defaults(func=cmd_generate)
+
+    d = sub.add_parser("demo-weights", help="write recipe weights in the official layout")
+    d.add_argument("--config", default=str(DEFAULT_CONFIG))
+    d.add_argument("--out", required=True)
+    d.set_defaults(func=cmd_demo_weights)
+
+    r = sub.add_parser("reference", help="run a reference case and compare with its expected.npz")
+    r.add_argument("case_dir")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=cmd_reference)
+
+    c = sub.add_parser("convert", help="rewrite a checkpoint folder as safetensors")
+    c.add_argument("ckpt_dir")
+    c.add_argument("out")
+    c.set_defaults(func=cmd_convert)
+
+    b = sub.add_parser("bench", help="per-stage speed")
+    b.add_argument("--config", default=str(DEFAULT_CONFIG))
+    b.add_argument("--checkpoints", required=True)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--json", default=None)
+    b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--decode-batch", type=int, default=4)
+    b.add_argument("--seconds", type=float, default=2.0, help="audio length of the end-to-end run")
+    b.add_argument("--threads", type=int, default=0)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s")
+    try:
+        args.func(args)
+    except FloatRTError as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        for line in str(exc).splitlines()[1:]:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

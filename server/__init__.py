@@ -1,0 +1,1 @@
+"""WebRTC avatar service (to be built on streaming; see the server issue)."""
