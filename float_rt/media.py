@@ -93,12 +93,12 @@ def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- audio
-def check_audio(samples: np.ndarray, name: str = "audio") -> np.ndarray:
+def check_audio(samples: np.ndarray, name: str = "audio", warn_silence: bool = True) -> np.ndarray:
     if samples.size == 0:
         raise FloatRTError(f"{name}: no audio samples")
     if not np.all(np.isfinite(samples)):
         raise FloatRTError(f"{name}: audio contains NaN or infinite samples")
-    if float(np.max(np.abs(samples))) < SILENCE_LEVEL:
+    if warn_silence and float(np.max(np.abs(samples))) < SILENCE_LEVEL:
         log.warning("%s is silent: the avatar will only make idle motion", name)
     return samples
 

@@ -60,8 +60,8 @@ class FloatPipeline:
         s_r, _, r_s, feats = self.model.motion.encode_reference(image.to(self.device))
         return Reference(s_r, r_s, feats)
 
-    def input_values(self, samples: np.ndarray) -> torch.Tensor:
-        check_audio(samples)
+    def input_values(self, samples: np.ndarray, warn_silence: bool = False) -> torch.Tensor:
+        check_audio(samples, warn_silence=warn_silence)
         iv = self.preprocessor(samples, sampling_rate=self.cfg.model.sampling_rate,
                                return_tensors="np").input_values.astype(np.float32)
         return torch.from_numpy(iv).to(self.device)
