@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -175,7 +174,3 @@ def convert(ckpt_dir: str | Path, out_dir: str | Path) -> Path:
         tensors = {k: v.contiguous() for k, v in read_tensors(src).items()}
         save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
     return out_dir
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -5,7 +5,6 @@ usage: python scripts/bench_memory.py --checkpoints DIR --config CONFIG --ref IM
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
