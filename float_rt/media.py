@@ -135,7 +135,12 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, fps: float, size: int, audio: np.ndarray | None = None,
                  sampling_rate: int = 16000, crf: int = 18):
-        self.container = av.open(str(path), mode="w")
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.container = av.open(str(path), mode="w")
+        except (OSError, av.error.FFmpegError, ValueError) as exc:
+            raise FloatRTError(f"cannot write video {path}: {exc}") from exc
         self.fps = Fraction(fps).limit_denominator(1001)
         self.video = self.container.add_stream("libx264", rate=self.fps)
         self.video.width = self.video.height = size

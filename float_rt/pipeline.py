@@ -94,13 +94,21 @@ class FloatPipeline:
                  sampling: SamplingConfig | None = None, progress: bool = True) -> int:
         """Write an mp4 (H.264 + AAC) for ``samples`` (mono float32 at the model's rate)."""
         sampling = sampling or self.cfg.sampling
-        ref = self.encode_reference(image)
-        motion = self.sample(ref, self.input_values(samples), sampling, progress=progress)
         m = self.cfg.model
-        with VideoWriter(out_path, m.fps, m.input_size, samples, m.sampling_rate) as writer:
+        iv = self.input_values(samples)
+        # Open the output first: an unwritable path fails before any compute.
+        writer = VideoWriter(out_path, m.fps, m.input_size, samples, m.sampling_rate)
+        try:
+            ref = self.encode_reference(image)
+            motion = self.sample(ref, iv, sampling, progress=progress)
             for frames in self.decode(ref, motion, progress=progress):
                 writer.write(frames_to_uint8(frames))
-            return writer.frames
+        except BaseException:
+            writer.close()
+            Path(out_path).unlink(missing_ok=True)  # no half-written video left behind
+            raise
+        writer.close()
+        return writer.frames
 
 
 def sampling_with(base: SamplingConfig, **overrides) -> SamplingConfig:

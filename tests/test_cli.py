@@ -17,7 +17,7 @@ def _generate(small_ckpt, ref, audio, out, *extra):
 
 
 def test_generate_writes_playable_mp4_with_audio(small_ckpt, portrait_png, speech_wav, tmp_path):
-    out = tmp_path / "out.mp4"
+    out = tmp_path / "new" / "folder" / "out.mp4"  # missing folders are created
     assert _generate(small_ckpt, portrait_png, speech_wav, out, "--emo", "happy", "--nfe", "4") == 0
     with av.open(str(speech_wav)) as c:
         s = c.streams.audio[0]
@@ -45,7 +45,7 @@ def test_generate_is_deterministic_and_follows_options(small_ckpt, small_cfg, po
     assert not torch.allclose(m1, pipe.sample(ref, iv, sampling_with(base, emotion="sad", e_cfg_scale=2.0)))
 
 
-@pytest.mark.parametrize("case", ["not_image", "empty_audio", "nan_audio", "cuda", "no_face"])
+@pytest.mark.parametrize("case", ["not_image", "empty_audio", "nan_audio", "cuda", "no_face", "bad_out"])
 def test_bad_input_is_one_line_and_exit_2(small_ckpt, portrait_png, speech_wav, tmp_path, capsys, case):
     ref, audio, extra = portrait_png, speech_wav, []
     if case == "not_image":
@@ -64,10 +64,15 @@ def test_bad_input_is_one_line_and_exit_2(small_ckpt, portrait_png, speech_wav, 
         import cv2
         ref = tmp_path / "grey.png"
         cv2.imwrite(str(ref), np.full((200, 200, 3), 90, np.uint8))
-    code = _generate(small_ckpt, ref, audio, tmp_path / "o.mp4", *extra)
+    out = tmp_path / "o.mp4"
+    if case == "bad_out":
+        (tmp_path / "file").write_text("x")
+        out = tmp_path / "file" / "o.mp4"  # a parent that is a file
+    code = _generate(small_ckpt, ref, audio, out, *extra)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert len(err) == 1 and err[0].startswith("error: ")
+    assert err == [err[0]] and err[0].startswith("error: ")  # one line, before any work starts
+    assert not out.exists()
 
 
 def test_unknown_emotion_is_rejected_by_the_cli(small_ckpt, portrait_png, speech_wav, tmp_path):
