@@ -12,7 +12,7 @@ import torch
 
 from .config import FloatConfig
 from .pipeline import FloatPipeline
-from .sampler import Conditions, Guidance, guided_velocity
+from .sampler import Conditions, Guidance, guided_velocity, pad_frames
 
 # The official code on this 2-core CPU (issue #2), for comparison.
 OFFICIAL_CPU = {"reference_encode_s": None, "audio_encode_s_per_s": 0.45 / 2,
@@ -54,7 +54,7 @@ def run_bench(pipe: FloatPipeline, cfg: FloatConfig, repeat: int = 3, audio_seco
 
     wa = pipe.model.encode_audio(iv)
     n, p = m.num_frames, m.num_prev_frames
-    wa_w = torch.cat([wa, wa[:, -1:].expand(-1, max(0, n - wa.shape[1]), -1)], 1)[:, :n]
+    wa_w = pad_frames(wa[:, :n], n)
     cond = Conditions(wa_w, ref.r_s, torch.full((1, 1, m.dim_e), 1.0 / m.dim_e, device=dev),
                       torch.zeros(1, p, m.dim_w, device=dev), torch.zeros(1, p, m.dim_a, device=dev))
     x = torch.randn(1, n, m.dim_w, device=dev)

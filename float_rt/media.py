@@ -41,6 +41,11 @@ def load_image(path: str | Path) -> np.ndarray:
 _detector: cv2.CascadeClassifier | None = None
 
 
+def _crop_interpolation(img: np.ndarray) -> int:
+    """The official rule: area averaging for images taller than the detection copy, else cubic."""
+    return cv2.INTER_AREA if DETECT_HEIGHT / img.shape[0] < 1.0 else cv2.INTER_CUBIC
+
+
 def detect_face(img: np.ndarray) -> tuple[int, int, int, int] | None:
     """Largest frontal face as (x1, y1, x2, y2) in image pixels, or None.
 
@@ -50,8 +55,7 @@ def detect_face(img: np.ndarray) -> tuple[int, int, int, int] | None:
     if _detector is None:
         _detector = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
     mult = DETECT_HEIGHT / img.shape[0]
-    interp = cv2.INTER_AREA if mult < 1.0 else cv2.INTER_CUBIC
-    small = cv2.resize(img, (0, 0), fx=mult, fy=mult, interpolation=interp)
+    small = cv2.resize(img, (0, 0), fx=mult, fy=mult, interpolation=_crop_interpolation(img))
     gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
     faces = _detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
     if len(faces) == 0:
@@ -70,8 +74,7 @@ def crop_face(img: np.ndarray, size: int) -> np.ndarray:
     cy, cx = (y1 + y2) // 2 + half, (x1 + x2) // 2 + half
     padded = cv2.copyMakeBorder(img, half, half, half, half, cv2.BORDER_CONSTANT, value=0)
     crop = padded[cy - half:cy + half, cx - half:cx + half]
-    interp = cv2.INTER_AREA if DETECT_HEIGHT / img.shape[0] < 1.0 else cv2.INTER_CUBIC
-    return cv2.resize(crop, (size, size), interpolation=interp)
+    return cv2.resize(crop, (size, size), interpolation=_crop_interpolation(img))
 
 
 def image_to_tensor(img: np.ndarray, size: int) -> torch.Tensor:
