@@ -137,7 +137,9 @@ class VideoWriter:
     """H.264 mp4 with AAC audio, frames written as they come (memory stays flat)."""
 
     def __init__(self, path: str | Path, fps: float, size: int, audio: np.ndarray | None = None,
-                 sampling_rate: int = 16000, crf: int = 18):
+                 sampling_rate: int = 16000, crf: int = 18, with_audio: bool | None = None):
+        """``audio``: the whole track up front; or ``with_audio=True`` and pass each
+        frame's audio to ``write`` (streaming)."""
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +153,9 @@ class VideoWriter:
         self.video.options = {"crf": str(crf), "preset": "veryfast"}
         self.audio_data, self.sr, self.audio_pos = audio, sampling_rate, 0
         self.frames = 0
-        if audio is not None:
+        if with_audio and audio is None:
+            self.audio_data = np.zeros(0, np.float32)
+        if self.audio_data is not None:
             self.audio = self.container.add_stream("aac", rate=sampling_rate)
             self.audio.layout = "mono"
 
@@ -167,7 +171,9 @@ class VideoWriter:
             self.container.mux(self.audio.encode(frame))
             self.audio_pos += len(chunk)
 
-    def write(self, frames: np.ndarray) -> None:
+    def write(self, frames: np.ndarray, audio: np.ndarray | None = None) -> None:
+        if audio is not None:
+            self.audio_data = np.concatenate([self.audio_data, audio.astype(np.float32)])
         for rgb in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = self.frames

@@ -1,0 +1,162 @@
+"""Live audio input of one session: validation, stateful resampling to 16 kHz, a bounded buffer.
+
+Chunks of any size, rate and layout go through one PyAV (libswresample) resampler
+per session, so chunk boundaries leave no clicks and the sample count never drifts.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+
+from float_rt.errors import FloatRTError
+
+log = logging.getLogger(__name__)
+
+MIN_RATE, MAX_RATE = 8000, 192000
+MAX_CHANNELS = 8
+CLIP_PEAK = 2.0   # float audio above this is not audio in [-1, 1] (int16 values sent as float?)
+
+
+class AudioInputError(FloatRTError):
+    """Rejected audio chunk; the session and the engine carry on."""
+
+
+def to_mono_float(samples, sample_rate: int) -> tuple[np.ndarray, int]:
+    """Validate one chunk and return (mono float32 in [-1, 1], number of sanitised samples).
+
+    1-D arrays are mono; 2-D arrays are (samples, channels), as sounddevice and
+    soundfile give them.  int16/int32 are scaled to [-1, 1].  NaN/inf samples are
+    replaced by 0 and slightly hot float audio is clipped (both counted); anything
+    that cannot be audio is rejected with a clear message.
+    """
+    if not isinstance(sample_rate, (int, np.integer)) or not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise AudioInputError(f"sample rate must be an integer in {MIN_RATE}..{MAX_RATE} Hz, got {sample_rate!r}")
+    try:
+        x = np.asarray(samples)
+    except Exception as exc:
+        raise AudioInputError(f"audio chunk is not an array: {exc}") from exc
+    if x.ndim == 2:
+        if not 1 <= x.shape[1] <= MAX_CHANNELS:
+            raise AudioInputError(f"2-D audio must be (samples, channels) with 1..{MAX_CHANNELS} channels, "
+                                  f"got shape {x.shape}")
+    elif x.ndim != 1:
+        raise AudioInputError(f"audio must be 1-D (mono) or 2-D (samples, channels), got shape {x.shape}")
+    if x.dtype == np.int16:
+        x = x.astype(np.float32) / 32768.0
+    elif x.dtype == np.int32:
+        x = x.astype(np.float32) / 2147483648.0
+    elif x.dtype.kind == "f":
+        x = x.astype(np.float32, copy=False)
+    else:
+        raise AudioInputError(f"audio dtype must be int16, int32 or float, got {x.dtype}")
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    bad = ~np.isfinite(x)
+    fixed = int(bad.sum())
+    if fixed:
+        x = np.where(bad, np.float32(0), x)
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak > CLIP_PEAK:
+        raise AudioInputError(f"float audio must lie in [-1, 1]; this chunk peaks at {peak:.3g} "
+                              "(int16 values sent as float?)")
+    if peak > 1.0:
+        fixed += int((np.abs(x) > 1.0).sum())
+        x = np.clip(x, -1.0, 1.0)
+    return np.ascontiguousarray(x, dtype=np.float32), fixed
+
+
+@dataclass
+class AudioInput:
+    """16 kHz samples of one session, addressed by absolute sample index."""
+    rate: int = 16000
+    start: int = 0                                  # absolute index of buffer[0]
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    sanitised: int = 0                              # NaN/inf/clipped samples repaired
+    _resampler: av.AudioResampler | None = None
+    _in_rate: int | None = None
+    _in_pos: int = 0                                # input samples fed at _in_rate (for pts gaps)
+
+    @property
+    def end(self) -> int:
+        """Absolute index one past the last buffered sample."""
+        return self.start + self.buffer.size
+
+    def _resample(self, x: np.ndarray | None, rate: int) -> np.ndarray:
+        if rate == self.rate:
+            return x if x is not None else np.zeros(0, np.float32)
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.rate)
+        frame = None
+        if x is not None:
+            frame = av.AudioFrame.from_ndarray(x[None], format="flt", layout="mono")
+            frame.sample_rate = rate
+        outs = [f.to_ndarray()[0] for f in self._resampler.resample(frame)]
+        return np.concatenate(outs).astype(np.float32) if outs else np.zeros(0, np.float32)
+
+    def push(self, samples, sample_rate: int, pts: int | None = None) -> int:
+        """Append a chunk; returns the number of 16 kHz samples added.
+
+        ``pts`` (in samples at ``sample_rate`` since the session's first chunk) lets a
+        transport report lost packets: a gap is filled with silence, an overlap dropped.
+        """
+        x, fixed = to_mono_float(samples, sample_rate)
+        self.sanitised += fixed
+        if fixed:
+            log.warning("audio chunk: %d NaN/inf/out-of-range samples repaired", fixed)
+        added = []
+        if self._in_rate is not None and sample_rate != self._in_rate:
+            added.append(self._resample(None, self._in_rate))     # flush the old rate's tail
+            self._resampler, self._in_pos = None, int(self._in_pos * sample_rate / self._in_rate)
+        self._in_rate = sample_rate
+        if pts is not None:
+            gap = int(pts) - self._in_pos
+            if gap > 0:
+                x = np.concatenate([np.zeros(min(gap, sample_rate * 5), np.float32), x])
+            elif gap < 0:
+                x = x[-gap:]
+        self._in_pos += x.size
+        if x.size:
+            added.append(self._resample(x, sample_rate))
+        new = np.concatenate(added) if added else np.zeros(0, np.float32)
+        if new.size:
+            self.buffer = np.concatenate([self.buffer, new])
+        return new.size
+
+    def flush(self) -> int:
+        """End of input: drain the resampler's delay line."""
+        if self._in_rate is None or self._in_rate == self.rate:
+            return 0
+        tail = self._resample(None, self._in_rate)
+        self._resampler = None
+        self.buffer = np.concatenate([self.buffer, tail])
+        return tail.size
+
+    def append_silence(self, n: int) -> None:
+        if n > 0:
+            self.buffer = np.concatenate([self.buffer, np.zeros(n, np.float32)])
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        """Samples [a, b) by absolute index; positions outside the buffer read as silence."""
+        lo = max(a, self.start)
+        out = self.buffer[lo - self.start:max(lo, b) - self.start]
+        if out.size < b - a:
+            head = np.zeros(lo - a, np.float32)
+            out = np.concatenate([head, out, np.zeros(b - a - head.size - out.size, np.float32)])
+        return out
+
+    def trim(self, keep_from: int) -> None:
+        """Forget samples before absolute index ``keep_from``."""
+        if keep_from > self.start:
+            cut = min(keep_from - self.start, self.buffer.size)
+            self.buffer = self.buffer[cut:].copy()
+            self.start += cut
+
+    def drop_after(self, pos: int) -> int:
+        """Forget samples from absolute index ``pos`` on (barge-in); returns how many."""
+        keep = max(0, pos - self.start)
+        dropped = max(0, self.buffer.size - keep)
+        self.buffer = self.buffer[:keep].copy()
+        return dropped

@@ -1,0 +1,385 @@
+"""One live avatar stream: its input, its carried state, its output queue and clock.
+
+A session holds only its own data; the `Engine` does the compute for many
+sessions at once.  Everything shared with the engine's worker thread goes
+through ``_lock``; the asyncio side is woken with ``call_soon_threadsafe``.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import itertools
+import math
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from float_rt.config import EMOTIONS
+from float_rt.errors import FloatRTError
+from float_rt.pipeline import Reference
+from float_rt.sampler import WindowNoise
+
+from .audio_input import AudioInput
+from .config import StreamConfig
+from .features import RunningNorm
+from .state import WindowCarry
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class SessionOptions:
+    """Per-session choices (defaults come from the engine's StreamConfig and sampling config)."""
+    emotion: str | None = None          # fixed label, or None: predicted from recent speech
+    a_cfg_scale: float = 2.0
+    e_cfg_scale: float = 1.0
+    nfe: int = 4
+    chunk_frames: int = 5
+    lookahead_frames: int = 4
+    left_frames: int = 50
+    noise: str = "fixed"
+    seed: int = 15
+    render: bool = True                 # False: motion only (benchmarks of the sampler)
+
+    def validate(self) -> SessionOptions:
+        if self.emotion is not None and self.emotion.lower() not in EMOTIONS:
+            raise FloatRTError(f"unknown emotion {self.emotion!r}; choose from {', '.join(EMOTIONS)}")
+        if not 1 <= self.chunk_frames <= 50:
+            raise FloatRTError(f"chunk_frames must be in 1..50, got {self.chunk_frames}")
+        if not 2 <= self.nfe <= 50:
+            raise FloatRTError(f"nfe must be in 2..50, got {self.nfe}")
+        for name in ("a_cfg_scale", "e_cfg_scale"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and -20 <= v <= 20):
+                raise FloatRTError(f"{name} must be a number in -20..20, got {v!r}")
+        if self.noise not in ("fixed", "fresh"):
+            raise FloatRTError(f"noise must be 'fixed' or 'fresh', got {self.noise!r}")
+        return self
+
+    @property
+    def guided(self) -> bool:
+        return self.a_cfg_scale != 1.0 or self.e_cfg_scale != 1.0
+
+
+@dataclass
+class Frame:
+    pts: int                 # output clock, 1/fps units, assigned when the frame is handed out
+    index: int               # content frame: its audio is 16 kHz samples [index*spf, (index+1)*spf)
+    image: np.ndarray        # (S, S, 3) uint8 RGB
+    audio: np.ndarray        # (spf,) float32 16 kHz: the speech this frame shows
+    motion: np.ndarray | None
+    features: np.ndarray | None  # (dim_a,) audio features the frame was sampled with
+    arrived: float           # wall time the frame's audio had fully arrived
+    ready: float             # wall time the frame was decoded
+    duplicate: bool = False  # a repeat of the previous image, sent because nothing was ready
+
+
+@dataclass
+class SessionStats:
+    frames_out: int = 0
+    duplicated: int = 0          # images repeated because compute was late
+    dropped_late: int = 0        # decoded frames skipped to keep latency bounded
+    dropped_backlog: int = 0     # frames of input audio skipped because compute fell behind
+    dropped_interrupt: int = 0   # queued frames discarded by interrupt()
+    sanitised_samples: int = 0
+    steps: int = 0
+    latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=500))
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies) if self.latencies else np.zeros(0)
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "latencies"}
+        if lat.size:
+            d.update(latency_p50_ms=float(np.percentile(lat, 50) * 1e3),
+                     latency_p95_ms=float(np.percentile(lat, 95) * 1e3))
+        return d
+
+
+class Session:
+    def __init__(self, engine: Engine, ref: Reference, options: SessionOptions, live: bool,
+                 emotion: torch.Tensor, clock=time.monotonic):
+        self.id = next(_ids)
+        self.engine = engine
+        self.ref = ref
+        self.options = options
+        self.live = live
+        self.clock = clock
+        m = engine.cfg.model
+        self.fps, self.spf = m.fps, m.samples_per_frame
+        self.stream_cfg: StreamConfig = engine.stream_cfg
+        self.fixed_emotion = options.emotion is not None
+        noise = WindowNoise((1, m.num_frames, m.dim_w), options.seed, options.noise == "fixed", engine.device)
+        self.carry = WindowCarry.initial(m.num_prev_frames, m.dim_w, m.dim_a, emotion, noise)
+        self.audio = AudioInput(rate=m.sampling_rate)
+        self.norm = RunningNorm()
+        self.features: torch.Tensor | None = None   # precomputed (T, dim_a) features, if fed
+        self.stats = SessionStats()
+        self.started = clock()
+        self.ended = False
+        self.closed = False
+        self.error: str | None = None                # why the engine closed the session, if it did
+        self.total_frames: int | None = None
+        self.epoch = 0                               # bumped by interrupt(): in-flight results are void
+        self._filled_from: int | None = None         # start of silence we inserted (live, starved)
+        self._arrivals: collections.deque = collections.deque()   # (buffer end, wall time)
+        self._out: collections.deque[Frame] = collections.deque()
+        self._lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._pts = 0
+        self._last: Frame | None = None
+
+    # ------------------------------------------------------------------ input
+    def push_audio(self, samples, sample_rate: int, pts: int | None = None) -> None:
+        """Queue speech (int16 or float, mono or (samples, channels), any rate, any chunk size)."""
+        self._check_open()
+        if self.ended:
+            raise FloatRTError("push_audio after end_input()")
+        with self._lock:
+            if self._filled_from is not None:
+                # Silence we inserted while starved and nobody has committed yet was only a
+                # placeholder: real audio takes its place, so the timeline stays on the wall clock.
+                self.audio.drop_after(max(self._filled_from, self.carry.next_frame * self.spf))
+                self._filled_from = None
+            self.audio.push(samples, sample_rate, pts)
+            self.stats.sanitised_samples = self.audio.sanitised
+            limit = int(self.stream_cfg.max_input_seconds * self.audio.rate)
+            queued = self.audio.end - self.carry.next_frame * self.spf
+            if queued > limit:
+                self.audio.drop_after(self.carry.next_frame * self.spf + limit)
+                raise FloatRTError(f"more than {self.stream_cfg.max_input_seconds:g} s of audio queued; "
+                                   "the excess was dropped")
+            self._arrivals.append((self.audio.end, self.clock()))
+        self.engine.notify()
+
+    def push_features(self, features: torch.Tensor) -> None:
+        """Feed precomputed per-frame audio features (T, dim_a) instead of audio (tests, offline parity)."""
+        with self._lock:
+            self.features = features.to(self.engine.device)
+            self.total_frames = features.shape[0]
+            self.ended = True
+            now = self.clock()
+            self._arrivals.append((self.total_frames * self.spf, now))
+        self.engine.notify()
+
+    def end_input(self) -> None:
+        """No more audio: the remaining frames are produced, then ``frames()`` ends."""
+        with self._lock:
+            if self.ended:
+                return
+            self.audio.flush()
+            self.total_frames = math.ceil(self.audio.end / self.spf)
+            if self.total_frames and self.audio.end % self.spf:
+                # The offline encoder pads the clip's last frame with its last sample.
+                pad = self.total_frames * self.spf - self.audio.end
+                last = self.audio.buffer[-1:] if self.audio.buffer.size else np.zeros(1, np.float32)
+                self.audio.buffer = np.concatenate([self.audio.buffer, np.repeat(last, pad)])
+            self._arrivals.append((self.audio.end, self.clock()))
+            self.ended = True
+        self.engine.notify()
+
+    def set_emotion(self, emotion: str | None = None, e_cfg_scale: float | None = None,
+                    a_cfg_scale: float | None = None, probs: torch.Tensor | None = None) -> None:
+        """Change emotion (label, or None for predicted) and guidance scales mid-session."""
+        opts = dataclasses.replace(self.options, emotion=emotion,
+                                   e_cfg_scale=self.options.e_cfg_scale if e_cfg_scale is None else e_cfg_scale,
+                                   a_cfg_scale=self.options.a_cfg_scale if a_cfg_scale is None else a_cfg_scale)
+        opts.validate()
+        with self._lock:
+            self.options = opts
+            if probs is not None:
+                self.carry.emotion = probs.reshape(1, 1, -1).to(self.carry.emotion)
+                self.fixed_emotion = True
+            elif emotion is not None:
+                self.carry.emotion = self.engine.one_hot(emotion)
+                self.fixed_emotion = True
+            else:
+                self.fixed_emotion = False
+                self.carry.emotion_at = -1   # predict at the next step
+
+    def interrupt(self) -> None:
+        """Barge-in: drop queued speech and undelivered frames; motion continues from the carry."""
+        with self._lock:
+            self.epoch += 1
+            self.audio.drop_after(self.carry.next_frame * self.spf)
+            self._filled_from = None
+            self.stats.dropped_interrupt += len(self._out)
+            self._out.clear()
+            if self.ended and self.features is None:
+                self.total_frames = self.carry.next_frame
+        self._notify_out()
+
+    def close(self) -> None:
+        """Free everything the session holds; ``frames()`` ends."""
+        if self.closed:
+            return
+        with self._lock:
+            self.closed = True
+            self._out.clear()
+            self.audio = AudioInput(rate=self.audio.rate)
+            self.features = None
+            self.ref = None  # type: ignore[assignment]
+        self.engine.remove(self)
+        self._notify_out()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise FloatRTError("session is closed")
+
+    # ------------------------------------------------------------------ engine side
+    @property
+    def finished(self) -> bool:
+        return self.closed or (self.ended and self.total_frames is not None
+                               and self.carry.next_frame >= self.total_frames)
+
+    def available_frames(self) -> int:
+        if self.features is not None:
+            return self.features.shape[0]
+        if self.ended:
+            return self.total_frames or 0
+        return self.audio.end // self.spf
+
+    def needed_frames(self) -> int:
+        return self.carry.next_frame + self.options.chunk_frames + self.options.lookahead_frames
+
+    def ready(self) -> bool:
+        with self._lock:
+            if self.closed or self.finished or len(self._out) >= self.stream_cfg.max_output_frames:
+                return False
+            if self.ended:
+                return True
+            return self.available_frames() >= self.needed_frames()
+
+    def keep_up(self, now: float) -> None:
+        """Live sessions: fill silence when starved, skip input when compute is behind."""
+        if not self.live or self.ended or self.closed:
+            return
+        with self._lock:
+            # Compute behind the wall clock (not audio queued ahead, like a TTS reply):
+            # skip input so that latency stays bounded.
+            wall = int((now - self.started) * self.audio.rate)
+            limit = self.stream_cfg.max_backlog_ms * self.audio.rate // 1000
+            lag = wall - self.needed_frames() * self.spf
+            if lag > limit:
+                skip = (lag - limit // 2) // self.spf
+                self.carry.next_frame += skip
+                self.stats.dropped_backlog += skip
+                keep = self.carry.next_frame - max(self.options.left_frames, 1)
+                self.audio.trim(keep * self.spf)
+                self.carry.norm_pos = max(self.carry.norm_pos, self.audio.start)
+            # Starved (no audio by the time it was due): idle on silence.
+            need = self.needed_frames() * self.spf
+            due = self.started + need / self.audio.rate + self.stream_cfg.jitter_ms / 1000.0
+            if now >= due and self.audio.end < need:
+                if self._filled_from is None:
+                    self._filled_from = self.audio.end
+                self.audio.append_silence(need - self.audio.end)
+                self._arrivals.append((self.audio.end, now))
+
+    def arrival_of(self, pos: int) -> float:
+        for end, t in self._arrivals:
+            if end >= pos:
+                return t
+        return self.clock()
+
+    def deliver(self, frames: list[Frame], epoch: int) -> bool:
+        """Engine hands over decoded frames; False if an interrupt made them void."""
+        with self._lock:
+            if self.closed or epoch != self.epoch:
+                return False
+            self._out.extend(frames)
+            for f in frames:
+                self.stats.latencies.append(f.ready - f.arrived)
+            self.stats.steps += 1
+            while self._arrivals and self._arrivals[0][0] < self.carry.next_frame * self.spf:
+                self._arrivals.popleft()
+        self._notify_out()
+        return True
+
+    def _notify_out(self) -> None:
+        if self._loop is not None and self._wake is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------------ output
+    def take_frames(self) -> list[Frame]:
+        """All decoded frames waiting (no pacing), with output pts assigned."""
+        with self._lock:
+            out = list(self._out)
+            self._out.clear()
+        for f in out:
+            self._stamp(f)
+        return out
+
+    def _stamp(self, f: Frame) -> Frame:
+        f.pts = self._pts
+        self._pts += 1
+        self.stats.frames_out += 1
+        self._last = f
+        return f
+
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return self.closed or (self.finished and not self._out)
+
+    async def frames(self, realtime: bool = False) -> AsyncIterator[Frame]:
+        """Decoded frames in order, each with its audio.
+
+        ``realtime``: one frame every 1/fps on the session's clock.  A frame is due
+        at its audio's place on the clock plus the algorithmic latency and a compute
+        allowance; if none is ready the previous image is repeated (with silence),
+        and frames later than ``max_late_ms`` are skipped, so latency stays bounded.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        if not realtime:
+            while True:
+                batch = self.take_frames()
+                for f in batch:
+                    yield f
+                if not batch:
+                    if self.done:
+                        return
+                    self._wake.clear()
+                    if not self._out and not self.done:
+                        await self._wake.wait()
+            return
+        cfg = self.stream_cfg
+        period = 1.0 / self.fps
+        delay = self.stream_cfg.algorithmic_latency_ms(self.fps) / 1e3 + (cfg.jitter_ms + cfg.output_delay_ms) / 1e3
+        anchor = self.started + delay
+        tick = self.clock()
+        while not self.done:
+            now = self.clock()
+            if tick > now:
+                await asyncio.sleep(tick - now)
+            frame = self._pace(anchor, tick, period)
+            if frame is not None:
+                yield frame
+            tick += period
+
+    def _pace(self, anchor: float, tick: float, period: float) -> Frame | None:
+        late_limit = self.stream_cfg.max_late_ms / 1e3
+        with self._lock:
+            while len(self._out) > 1 and tick - (anchor + self._out[0].index * period) > late_limit:
+                self._out.popleft()
+                self.stats.dropped_late += 1
+            head = self._out[0] if self._out else None
+            if head is not None and anchor + head.index * period <= tick + period / 2:
+                return self._stamp(self._out.popleft())
+        if self._last is None or self.done:
+            return None
+        self.stats.duplicated += 1
+        last = self._last
+        dup = dataclasses.replace(last, audio=np.zeros_like(last.audio), duplicate=True)
+        self._stamp(dup)
+        self._last = last
+        return dup
