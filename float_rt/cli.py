@@ -153,6 +153,20 @@ def cmd_bench_stream(a) -> None:
         print(f"wrote {a.json}")
 
 
+def cmd_serve(a) -> None:
+    from server.app import run
+    from server.config import load_server_config
+    try:
+        cfg = load_server_config(a.server_config, host=a.host, port=a.port, config=a.config, checkpoints=a.checkpoints,
+                                 stream_config=a.stream_config, device=a.device, max_sessions=a.max_sessions,
+                                 token=a.token or None, allowed_origins=a.allowed_origin or None,
+                                 ice_hosts=a.ice_host or None, video_codec=a.video_codec,
+                                 video_bitrate=a.video_bitrate, demo=a.demo or None)
+    except (OSError, ValueError) as exc:
+        raise FloatRTError(str(exc)) from exc
+    run(cfg)
+
+
 def _stream_args(p, plot: bool = False) -> None:
     p.add_argument("--checkpoints", required=True, help="folder in the official checkpoints/ layout")
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -230,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", default=None)
     bs.add_argument("--threads", type=int, default=0)
     bs.set_defaults(func=cmd_bench_stream)
+
+    sv = sub.add_parser("serve", help="WebRTC avatar server with the demo page (http://127.0.0.1:8080/)")
+    sv.add_argument("--demo", action="store_true",
+                    help="serve the small config on recipe weights written to a cache folder (no download)")
+    sv.add_argument("--checkpoints", default=None, help="folder in the official checkpoints/ layout")
+    sv.add_argument("--config", default=None, help="model config (default configs/float-512.yaml)")
+    sv.add_argument("--stream-config", default=None)
+    sv.add_argument("--server-config", default=str(CONFIGS / "server.yaml"))
+    sv.add_argument("--host", default=None, help="default 127.0.0.1")
+    sv.add_argument("--port", type=int, default=None, help="default 8080 (0: any free port)")
+    sv.add_argument("--device", default=None)
+    sv.add_argument("--max-sessions", type=int, default=None)
+    sv.add_argument("--token", default=None, help="clients must present this token")
+    sv.add_argument("--allowed-origin", action="append", default=None, help="allowed page origin (repeatable)")
+    sv.add_argument("--ice-host", action="append", default=None,
+                    help="ICE host candidate address to offer (repeatable; e.g. 127.0.0.1)")
+    sv.add_argument("--video-codec", choices=["vp8", "h264"], default=None)
+    sv.add_argument("--video-bitrate", type=int, default=None)
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

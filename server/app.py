@@ -1,0 +1,213 @@
+"""`float-rt serve`: one port for the demo page (HTTP GET), /healthz, /metrics and the /ws signalling.
+
+One `Engine` (models loaded once, its own worker thread) serves every connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import http
+import json
+import logging
+import mimetypes
+import os
+import signal
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from float_rt.config import EMOTIONS, load_config
+from float_rt.errors import FloatRTError
+from float_rt.media import load_image
+from streaming.config import load_stream_config
+from streaming.engine import Engine
+
+from . import protocol
+from .config import ROOT, ServerConfig
+from .connection import Connection
+from .ice import use_host_addresses
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG = ROOT / "configs" / "small.yaml"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def demo_cache_dir() -> Path:
+    if os.environ.get("FLOAT_RT_CACHE"):
+        return Path(os.environ["FLOAT_RT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "float-rt"
+
+
+def ensure_demo_weights(folder: Path | None = None) -> Path:
+    """Recipe weights of the small config, written once into the cache."""
+    from float_rt.recipe import write_recipe_checkpoints
+    folder = folder or demo_cache_dir() / "demo-small"
+    if not (folder / "RECIPE_WEIGHTS.txt").is_file():
+        print(f"writing demo (recipe) weights of configs/small.yaml to {folder} (first start only)")
+        write_recipe_checkpoints(load_config(DEMO_CONFIG), folder)
+    return folder
+
+
+class AvatarServer:
+    def __init__(self, cfg: ServerConfig, engine: Engine):
+        self.cfg, self.engine = cfg, engine
+        self.metrics = Metrics()
+        self.connections: set[Connection] = set()
+        self.active = 0
+        self.static = Path(cfg.static_dir).resolve()
+        self.allowed_origins = list(cfg.allowed_origins)
+
+    @classmethod
+    def create(cls, cfg: ServerConfig) -> "AvatarServer":
+        if cfg.demo:
+            cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
+            cfg.config = str(DEMO_CONFIG)
+        if not cfg.checkpoints:
+            raise FloatRTError("--checkpoints DIR is required (or --demo for the embedded demo weights)")
+        try:
+            model_cfg = load_config(cfg.config)
+            stream_cfg = load_stream_config(cfg.stream_config)
+        except (OSError, ValueError) as exc:
+            raise FloatRTError(str(exc)) from exc
+        _set_video_bitrate(cfg.video_bitrate)
+        use_host_addresses(cfg.ice_hosts)
+        engine = Engine.from_checkpoints(cfg.checkpoints, model_cfg, stream_cfg, cfg.device)
+        return cls(cfg, engine)
+
+    # ------------------------------------------------------------------ sessions
+    def acquire(self) -> bool:
+        if self.active >= self.cfg.max_sessions:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    @property
+    def demo_weights(self) -> bool:
+        return (Path(self.cfg.checkpoints) / "RECIPE_WEIGHTS.txt").is_file()
+
+    def presets(self) -> list[str]:
+        folder = self.static / "avatars"
+        return sorted(p.stem for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+
+    def preset(self, name: str | None) -> np.ndarray:
+        names = self.presets()
+        if not names:
+            raise protocol.ProtocolError("bad_image", "no avatar image given and no presets installed")
+        name = name or names[0]
+        if name not in names:
+            raise protocol.ProtocolError("bad_preset", f"unknown preset {name!r}; available: {', '.join(names)}")
+        path = next(p for p in (self.static / "avatars").glob(f"{name}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        return load_image(path)
+
+    def hello(self) -> dict:
+        m = self.engine.cfg
+        return {"type": "hello", "model": m.name, "size": m.model.input_size, "video_size": self.cfg.video_size,
+                "fps": m.model.fps, "demo_weights": self.demo_weights, "presets": self.presets(),
+                "emotions": ["auto", *EMOTIONS], "max_sessions": self.cfg.max_sessions,
+                "defaults": {"nfe": self.engine.stream_cfg.nfe, "chunk_frames": self.engine.stream_cfg.chunk_frames,
+                             "a_cfg_scale": m.sampling.a_cfg_scale, "e_cfg_scale": m.sampling.e_cfg_scale}}
+
+    # ------------------------------------------------------------------ HTTP
+    def _authorised(self, request: Request) -> bool:
+        if not self.cfg.token:
+            return True
+        query = parse_qs(urlsplit(request.path).query)
+        given = (query.get("token") or [""])[0]
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[7:]
+        return hmac.compare_digest(given.encode(), self.cfg.token.encode())
+
+    def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/ws":
+            if not self._authorised(request):
+                return _response(http.HTTPStatus.UNAUTHORIZED, b"missing or wrong token\n", "text/plain")
+            return None  # go on with the websocket handshake
+        if path == "/healthz":
+            body = {"status": "ok", "sessions": self.active, "max_sessions": self.cfg.max_sessions,
+                    "model": self.engine.cfg.name, "demo_weights": self.demo_weights}
+            return _response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+        if path == "/metrics":
+            if not self._authorised(request):
+                return _response(http.HTTPStatus.UNAUTHORIZED, b"missing or wrong token\n", "text/plain")
+            lat = [x * 1e3 for c in list(self.connections) if c.session is not None
+                   for x in list(c.session.stats.latencies)[-100:]]
+            text = self.metrics.render(self.active, self.cfg.max_sessions, lat)
+            return _response(http.HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4")
+        return self._static(path)
+
+    def _static(self, path: str) -> Response:
+        rel = "index.html" if path in ("", "/") else path.lstrip("/")
+        target = (self.static / rel).resolve()
+        if self.static not in target.parents or not target.is_file() or target.suffix == ".py":
+            return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+        ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return _response(http.HTTPStatus.OK, target.read_bytes(), ctype)
+
+    # ------------------------------------------------------------------ websocket
+    async def handler(self, ws: ServerConnection) -> None:
+        conn = Connection(self, ws)
+        self.connections.add(conn)
+        self.metrics.connections += 1
+        await conn.run()
+
+    async def serve(self, ready: asyncio.Future | None = None, stop: asyncio.Event | None = None) -> None:
+        origins = [*self.allowed_origins, None] if self.allowed_origins else None
+        self.engine.start()
+        try:
+            async with serve(self.handler, self.cfg.host, self.cfg.port, process_request=self.process_request,
+                             origins=origins, max_size=protocol.MAX_OFFER_BYTES + 4096,
+                             compression=None) as server:
+                port = server.sockets[0].getsockname()[1]
+                url = f"http://{self.cfg.host}:{port}/"
+                log.info("serving on %s", url)
+                if ready is not None:
+                    ready.set_result(port)
+                else:
+                    print(f"FLOAT-RT serving {self.engine.cfg.name} on {url} (signalling at ws://{self.cfg.host}:{port}/ws)"
+                          + ("  [demo weights: output is noise, not a face]" if self.demo_weights else ""), flush=True)
+                stop = stop or asyncio.Event()
+                await stop.wait()
+                for c in list(self.connections):
+                    await c.close()
+        finally:
+            self.engine.stop()
+
+
+def _response(status: http.HTTPStatus, body: bytes, ctype: str) -> Response:
+    headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _set_video_bitrate(bps: int) -> None:
+    # aiortc's encoders read module-level bounds (process-wide); the sender adapts within them.
+    from aiortc.codecs import h264, vpx
+    for mod in (vpx, h264):
+        mod.DEFAULT_BITRATE = bps
+        mod.MAX_BITRATE = max(mod.MAX_BITRATE, bps)
+
+
+def run(cfg: ServerConfig) -> None:
+    server = AvatarServer.create(cfg)
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.serve(stop=stop)
+
+    asyncio.run(main())

@@ -1,0 +1,54 @@
+"""Server options (``configs/server.yaml``; command-line flags override them)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    config: str = str(ROOT / "configs" / "float-512.yaml")
+    stream_config: str = str(ROOT / "configs" / "stream.yaml")
+    checkpoints: str | None = None
+    device: str | None = None
+    max_sessions: int = 4
+    token: str | None = None                   # clients must present it (?token=... or Bearer header)
+    allowed_origins: list[str] = field(default_factory=list)   # empty: any origin
+    ice_hosts: list[str] = field(default_factory=list)         # host candidates to offer (e.g. 127.0.0.1)
+    ice_servers: list[str] = field(default_factory=list)       # STUN/TURN urls; none by default
+    video_codec: str = "vp8"                   # vp8 | h264
+    video_bitrate: int = 1_500_000
+    video_size: int = 512
+    video_delay_ms: float = 30.0               # lip-sync compensation (measured: tests/netns/test_e2e.py)
+    connect_timeout_s: float = 20.0            # offer -> ICE connected
+    idle_timeout_s: float = 0.0                # close sessions without client messages or media (0: never)
+    static_dir: str = str(ROOT / "client_demo")
+    demo: bool = False
+
+    def __post_init__(self):
+        if self.video_codec.lower() not in ("vp8", "h264"):
+            raise ValueError(f"video_codec must be vp8 or h264, got {self.video_codec!r}")
+        if self.max_sessions < 1:
+            raise ValueError("max_sessions must be >= 1")
+
+
+def load_server_config(path: str | Path | None = None, **overrides) -> ServerConfig:
+    data = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"server config not found: {path}")
+        data = (yaml.safe_load(path.read_text()) or {}).get("server", {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(ServerConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown server option(s): {', '.join(unknown)}")
+    return ServerConfig(**data)

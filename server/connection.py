@@ -1,0 +1,260 @@
+"""One client: its signalling websocket, peer connection, session and tasks.
+
+Everything a connection owns is released in `close()`, whichever way it ends:
+``bye``, websocket closed, ICE failure, connect timeout, idle timeout or an engine error.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from float_rt.errors import FloatRTError
+from float_rt.media import decode_image, prepare_reference
+
+from . import protocol
+from .ice import rtc_configuration
+from .protocol import ProtocolError
+from .tracks import AvatarAudioTrack, AvatarVideoTrack, consume, pump
+
+if TYPE_CHECKING:
+    from .app import AvatarServer
+
+log = logging.getLogger(__name__)
+
+
+class Connection:
+    def __init__(self, server: "AvatarServer", ws):
+        self.server, self.ws = server, ws
+        self.pc: RTCPeerConnection | None = None
+        self.session = None
+        self.options: protocol.OfferOptions | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.video: AvatarVideoTrack | None = None
+        self.audio: AvatarAudioTrack | None = None
+        self.closed = False
+        self.slot = False
+        self.last_activity = time.monotonic()
+        self._frames_seen = 0
+
+    # ------------------------------------------------------------------ messaging
+    async def send(self, msg: dict) -> None:
+        try:
+            await self.ws.send(json.dumps(msg))
+        except Exception:  # noqa: BLE001 - the client may be gone; closing handles it
+            pass
+
+    async def error(self, code: str, message: str) -> None:
+        self.server.metrics.errors[code] += 1
+        await self.send({"type": "error", "code": code, "message": message})
+
+    async def run(self) -> None:
+        await self.send(self.server.hello())
+        try:
+            async for message in self.ws:
+                self.last_activity = time.monotonic()
+                try:
+                    if isinstance(message, bytes):
+                        self.on_pcm(message)
+                    else:
+                        if await self.on_text(message):
+                            break
+                except ProtocolError as exc:
+                    await self.error(exc.code, exc.message)
+                except FloatRTError as exc:
+                    await self.error("bad_input", str(exc).splitlines()[0])
+        except Exception as exc:  # noqa: BLE001 - connection errors end this client only
+            log.info("connection ended: %s", exc)
+        finally:
+            await self.close()
+
+    async def on_text(self, text: str) -> bool:
+        """Handle one message; True when the client said bye."""
+        msg = protocol.parse(text)
+        kind = msg["type"]
+        if kind == "ping":
+            await self.send({"type": "pong"})
+        elif kind == "offer":
+            await self.on_offer(protocol.parse_offer(msg))
+        elif kind == "bye":
+            await self.close()
+            return True
+        elif self.session is None:
+            raise ProtocolError("no_session", f"'{kind}' needs a session: send an offer first")
+        elif kind == "set":
+            s = protocol.parse_set(msg)
+            o = self.session.options
+            self.session.set_emotion(s.emotion if s.emotion_given else o.emotion,
+                                     e_cfg_scale=s.e_cfg_scale, a_cfg_scale=s.a_cfg_scale)
+            await self.send({"type": "ok", "for": "set"})
+        elif kind == "interrupt":
+            self.session.interrupt()
+            await self.send({"type": "ok", "for": "interrupt"})
+        return False
+
+    def on_pcm(self, data: bytes) -> None:
+        if self.session is None:
+            raise ProtocolError("no_session", "binary PCM needs a session: send an offer first")
+        if self.options.audio_input != "pcm":
+            raise ProtocolError("pcm_not_enabled", "binary PCM needs an offer with audio_input 'pcm'")
+        if len(data) > protocol.MAX_PCM_BYTES:
+            raise ProtocolError("too_large", f"PCM message is {len(data)} bytes; the limit is {protocol.MAX_PCM_BYTES}")
+        if len(data) % 2:
+            raise ProtocolError("bad_pcm", "PCM must be 16-bit little-endian mono (an even number of bytes)")
+        self.session.push_audio(np.frombuffer(data, "<i2"), self.options.pcm_rate)
+
+    # ------------------------------------------------------------------ offer -> answer
+    async def on_offer(self, opts: protocol.OfferOptions) -> None:
+        if self.pc is not None:
+            raise ProtocolError("already_started", "this connection already has a session")
+        srv = self.server
+        if not srv.acquire():
+            srv.metrics.sessions_rejected_busy += 1
+            raise ProtocolError("busy", f"the server is at its limit of {srv.cfg.max_sessions} sessions; try later")
+        self.slot = True
+        self.options = opts
+        try:
+            image = await asyncio.to_thread(self._reference, opts)
+            engine = srv.engine
+            options = engine.default_options(emotion=opts.emotion, a_cfg_scale=opts.a_cfg_scale,
+                                             e_cfg_scale=opts.e_cfg_scale, nfe=opts.nfe,
+                                             chunk_frames=opts.chunk_frames)
+            self.session = await asyncio.to_thread(engine.open_session, image, options, True)
+        except (FloatRTError, ProtocolError):
+            self._release()
+            raise
+        m = srv.engine.cfg.model
+        self.video = AvatarVideoTrack(srv.cfg.video_size, m.fps, stamp=opts.stamp)
+        self.audio = AvatarAudioTrack(m.sampling_rate)
+        pc = self.pc = RTCPeerConnection(rtc_configuration(srv.cfg.ice_servers))
+
+        @pc.on("track")
+        def on_track(track):
+            if track.kind == "audio" and opts.audio_input == "track":
+                self.tasks.append(asyncio.ensure_future(consume(track, self.session)))
+            else:
+                self.tasks.append(asyncio.ensure_future(_discard(track)))
+
+        @pc.on("connectionstatechange")
+        async def on_state():
+            if pc.connectionState in ("failed", "closed") and not self.closed:
+                if pc.connectionState == "failed":
+                    await self.error("ice_failed", "the WebRTC connection failed")
+                await self.close()
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=opts.sdp, type="offer"))
+        except Exception as exc:  # noqa: BLE001 - any parse failure of client SDP
+            await self.close()
+            raise ProtocolError("bad_sdp", f"cannot use this SDP offer: {exc}") from None
+        kinds = {t.kind for t in pc.getTransceivers()}
+        if "video" not in kinds or "audio" not in kinds:
+            await self.close()
+            raise ProtocolError("bad_sdp", "the offer must have a video and an audio section (recvonly is fine)")
+        for t in pc.getTransceivers():
+            if t.kind == "video":
+                want = f"video/{srv.cfg.video_codec.upper()}"
+                caps = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType in (want, "video/rtx")]
+                t.setCodecPreferences(caps)
+        pc.addTrack(self.video)
+        pc.addTrack(self.audio)
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self.send({"type": "answer", "sdp": pc.localDescription.sdp, "session": self.session.id})
+        srv.metrics.sessions_started += 1
+        self.tasks += [asyncio.ensure_future(pump(self.session, self.video, self.audio, srv.cfg.video_delay_ms)),
+                       asyncio.ensure_future(self._stats()),
+                       asyncio.ensure_future(self._watchdog())]
+
+    def _reference(self, opts: protocol.OfferOptions):
+        size = self.server.engine.cfg.model.input_size
+        if opts.image is not None:
+            img = decode_image(opts.image, "avatar")
+        else:
+            img = self.server.preset(opts.preset)
+        return prepare_reference(img, size, crop=not opts.no_crop)
+
+    # ------------------------------------------------------------------ background
+    async def _stats(self) -> None:
+        last = 0
+        while not self.closed:
+            await asyncio.sleep(1.0)
+            s = self.session
+            if s is None or s.closed:
+                if s is not None and s.error:
+                    await self.error("internal", s.error)
+                    await self.close()
+                return
+            st = s.stats.summary()
+            m = self.server.metrics
+            m.frames_sent += st["frames_out"] - last
+            fps, last = st["frames_out"] - last, st["frames_out"]
+            emotion = s.carry.emotion.flatten().tolist()
+            await self.send({"type": "stats", "fps": fps, "frames": st["frames_out"],
+                             "latency_p50_ms": st.get("latency_p50_ms"), "latency_p95_ms": st.get("latency_p95_ms"),
+                             "duplicated": st["duplicated"], "dropped": st["dropped_late"] + st["dropped_backlog"],
+                             "emotion": dict(zip(self.server.engine.model.labels, emotion))})
+
+    async def _watchdog(self) -> None:
+        cfg = self.server.cfg
+        start = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            if self.pc.connectionState != "connected" and now - start > cfg.connect_timeout_s:
+                await self.error("timeout", f"no WebRTC connection within {cfg.connect_timeout_s:g} s")
+                await self.close()
+            elif cfg.idle_timeout_s and now - self.last_activity > cfg.idle_timeout_s \
+                    and self.options.audio_input == "pcm":
+                await self.error("timeout", f"no message for {cfg.idle_timeout_s:g} s")
+                await self.close()
+            if self.pc.connectionState == "connected":
+                start = now
+
+    # ------------------------------------------------------------------ teardown
+    def _release(self) -> None:
+        if self.slot:
+            self.slot = False
+            self.server.release()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        s = self.session
+        if s is not None:
+            st = s.stats
+            m = self.server.metrics
+            m.frames_duplicated += st.duplicated
+            m.frames_dropped += st.dropped_late + st.dropped_backlog
+            s.close()
+        current = asyncio.current_task()
+        for t in self.tasks:
+            if t is not current:
+                t.cancel()
+        for t in (self.video, self.audio):
+            if t is not None:
+                t.stop()
+        if self.pc is not None:
+            await self.pc.close()
+        await asyncio.gather(*(t for t in self.tasks if t is not current), return_exceptions=True)
+        self.tasks.clear()
+        self._release()
+        self.server.forget(self)
+        try:
+            await self.ws.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def _discard(track) -> None:
+    from aiortc.mediastreams import MediaStreamError
+    while True:
+        try:
+            await track.recv()
+        except MediaStreamError:
+            return

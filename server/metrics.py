@@ -1,0 +1,45 @@
+"""Counters for /metrics (Prometheus text exposition format)."""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Metrics:
+    sessions_started: int = 0
+    sessions_rejected_busy: int = 0
+    connections: int = 0
+    frames_sent: int = 0
+    frames_duplicated: int = 0
+    frames_dropped: int = 0
+    errors: collections.Counter = field(default_factory=collections.Counter)
+
+    def render(self, active: int, max_sessions: int, latency_ms: list[float]) -> str:
+        lines = []
+
+        def metric(name, kind, help_, value, labels=""):
+            if not any(line.startswith(f"# TYPE {name} ") for line in lines):
+                lines.append(f"# HELP {name} {help_}")
+                lines.append(f"# TYPE {name} {kind}")
+            lines.append(f"{name}{labels} {value}")
+
+        metric("float_rt_sessions_active", "gauge", "Avatar sessions streaming now.", active)
+        metric("float_rt_sessions_max", "gauge", "Configured --max-sessions.", max_sessions)
+        metric("float_rt_sessions_started_total", "counter", "Sessions started.", self.sessions_started)
+        metric("float_rt_sessions_rejected_busy_total", "counter", "Offers refused at max sessions.",
+               self.sessions_rejected_busy)
+        metric("float_rt_connections_total", "counter", "Signalling websocket connections.", self.connections)
+        metric("float_rt_frames_sent_total", "counter", "Video frames handed to WebRTC.", self.frames_sent)
+        metric("float_rt_frames_duplicated_total", "counter", "Frames repeated because compute was late.",
+               self.frames_duplicated)
+        metric("float_rt_frames_dropped_total", "counter", "Frames or input skipped to bound latency.",
+               self.frames_dropped)
+        for code, n in sorted(self.errors.items()):
+            metric("float_rt_errors_total", "counter", "Errors sent to clients, by code.", n, f'{{code="{code}"}}')
+        if latency_ms:
+            lat = sorted(latency_ms)
+            for q in (0.5, 0.95):
+                metric("float_rt_latency_ms", "gauge", "Audio arrival to frame ready, recent frames of active sessions.",
+                       f"{lat[min(len(lat) - 1, int(q * len(lat)))]:.1f}", f'{{quantile="{q}"}}')
+        return "\n".join(lines) + "\n"
