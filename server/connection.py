@@ -142,7 +142,7 @@ class Connection:
 
         @pc.on("connectionstatechange")
         async def on_state():
-            if pc.connectionState in ("failed", "closed") and not self.closed:
+            if pc.connectionState in ("failed", "closed") and not self.closed and self.pc is pc:
                 if pc.connectionState == "failed":
                     await self.error("ice_failed", "the WebRTC connection failed")
                 await self.close()
@@ -150,11 +150,11 @@ class Connection:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=opts.sdp, type="offer"))
         except Exception as exc:  # noqa: BLE001 - any parse failure of client SDP
-            await self.close()
+            await self.end_session()
             raise ProtocolError("bad_sdp", f"cannot use this SDP offer: {exc}") from None
         kinds = {t.kind for t in pc.getTransceivers()}
         if "video" not in kinds or "audio" not in kinds:
-            await self.close()
+            await self.end_session()
             raise ProtocolError("bad_sdp", "the offer must have a video and an audio section (recvonly is fine)")
         for t in pc.getTransceivers():
             if t.kind == "video":
@@ -202,9 +202,11 @@ class Connection:
     async def _watchdog(self) -> None:
         cfg = self.server.cfg
         start = time.monotonic()
-        while not self.closed:
+        while not self.closed and self.pc is not None:
             await asyncio.sleep(0.25)
             now = time.monotonic()
+            if self.pc is None:
+                return
             if self.pc.connectionState != "connected" and now - start > cfg.connect_timeout_s:
                 await self.error("timeout", f"no WebRTC connection within {cfg.connect_timeout_s:g} s")
                 await self.close()
@@ -221,11 +223,9 @@ class Connection:
             self.slot = False
             self.server.release()
 
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        s = self.session
+    async def end_session(self) -> None:
+        """Free the session, tracks, peer connection and tasks; the websocket stays open."""
+        s, self.session = self.session, None
         if s is not None:
             st = s.stats
             m = self.server.metrics
@@ -233,17 +233,24 @@ class Connection:
             m.frames_dropped += st.dropped_late + st.dropped_backlog
             s.close()
         current = asyncio.current_task()
-        for t in self.tasks:
-            if t is not current:
-                t.cancel()
+        tasks, self.tasks = [t for t in self.tasks if t is not current], []
+        for t in tasks:
+            t.cancel()
         for t in (self.video, self.audio):
             if t is not None:
                 t.stop()
-        if self.pc is not None:
-            await self.pc.close()
-        await asyncio.gather(*(t for t in self.tasks if t is not current), return_exceptions=True)
-        self.tasks.clear()
+        self.video = self.audio = None
+        pc, self.pc = self.pc, None
+        if pc is not None:
+            await pc.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._release()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self.end_session()
         self.server.forget(self)
         try:
             await self.ws.close()

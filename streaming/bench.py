@@ -219,6 +219,7 @@ def plot_latency(trace: dict, png: str | Path, title: str = "") -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
     plt.close(fig)
 
@@ -231,4 +232,5 @@ def run(bench: StreamBench, sections, png) -> dict:
 
 
 def write_json(results: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(results, indent=2))

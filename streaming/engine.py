@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 class _Plan:
     """One session's share of a step (gathered under its lock, computed without it)."""
     s: Session
+    ref: Reference                      # taken under the lock: close() may drop the session's copy
     epoch: int
     t: int                              # first frame of the window
     commit: int                         # frames committed by this step
@@ -181,7 +182,7 @@ class Engine:
             avail = s.available_frames()
             commit = o.chunk_frames if not s.ended else min(o.chunk_frames, s.total_frames - t)
             known = min(t + o.chunk_frames + o.lookahead_frames, avail) - t
-            plan = _Plan(s, s.epoch, t, commit, known)
+            plan = _Plan(s, s.ref, s.epoch, t, commit, known)
             if s.features is not None:
                 plan.feats = s.features[t:t + known]
             else:
@@ -233,7 +234,7 @@ class Engine:
         motions: dict[int, torch.Tensor] = {}
         for (nfe, guided), group in groups.items():
             wa = [pad_frames(p.feats[None], m.num_frames) for p in group]
-            c = Conditions(torch.cat(wa), torch.cat([p.s.ref.r_s for p in group]),
+            c = Conditions(torch.cat(wa), torch.cat([p.ref.r_s for p in group]),
                            torch.cat([p.s.carry.emotion for p in group]),
                            torch.cat([p.s.carry.prev_x for p in group]),
                            torch.cat([p.s.carry.prev_wa for p in group]))
@@ -253,7 +254,7 @@ class Engine:
         tick = time.perf_counter()
         live = [p for p in plans if p.commit > 0]
         shown = [p for p in live if p.s.options.render]
-        images = dict(zip(map(id, shown), self._decode([(p.s.ref, motions[id(p)][0, :p.commit]) for p in shown])))
+        images = dict(zip(map(id, shown), self._decode([(p.ref, motions[id(p)][0, :p.commit]) for p in shown])))
         times.decode = time.perf_counter() - tick
         ready = self.clock()
         for p in live:

@@ -84,3 +84,7 @@ def write_audio(path, samples: np.ndarray, rate: int, codec: str | None = None, 
             c.mux(s.encode(frame))
         c.mux(s.encode(None))
     return path
+
+
+# The WebRTC tests run inside their own network namespace (tests/test_webrtc.py starts them).
+collect_ignore = [] if os.environ.get("FLOAT_RT_NETNS") == "1" else ["netns"]

@@ -1,0 +1,80 @@
+"""Signalling message validation, video stamps, metrics text and server config (no network)."""
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from server.config import ServerConfig, load_server_config
+from server.metrics import Metrics
+from server.protocol import MAX_TEXT_BYTES, ProtocolError, parse, parse_offer, parse_set
+from server.tracks import draw_stamp, read_stamp
+
+from conftest import ROOT
+
+
+def code_of(fn, *a):
+    with pytest.raises(ProtocolError) as info:
+        fn(*a)
+    return info.value.code
+
+
+def test_parse_rejects_bad_messages():
+    assert code_of(parse, "{") == "bad_json"
+    assert code_of(parse, "3") == "bad_message"
+    assert code_of(parse, json.dumps({"type": "x"})) == "unknown_type"
+    assert code_of(parse, json.dumps({"type": "set", "x": "y" * MAX_TEXT_BYTES})) == "too_large"
+    assert parse(json.dumps({"type": "bye"})) == {"type": "bye"}
+
+
+def test_offer_options():
+    png = base64.b64encode(b"\x89PNG fake").decode()
+    o = parse_offer({"type": "offer", "sdp": "v=0\r\n", "avatar": "data:image/png;base64," + png,
+                     "emotion": "Happy", "nfe": 3, "chunk_frames": 10, "a_cfg_scale": 1.5, "stamp": True})
+    assert o.image == b"\x89PNG fake" and o.emotion == "happy" and o.nfe == 3 and o.chunk_frames == 10
+    assert o.a_cfg_scale == 1.5 and o.audio_input == "track" and o.stamp
+    assert parse_offer({"sdp": "v=0", "emotion": "auto"}).emotion is None
+    for bad in ({"sdp": 3}, {"sdp": "hello"}):
+        assert code_of(parse_offer, bad) == "bad_sdp"
+    for bad in ({"nfe": 1}, {"nfe": 2.5}, {"nfe": True}, {"chunk_frames": 51}, {"a_cfg_scale": float("nan")},
+                {"emotion": "bored"}, {"audio_input": "carrier pigeon"}, {"pcm_rate": 11025}):
+        assert code_of(parse_offer, {"sdp": "v=0", **bad}) == "bad_option"
+    assert code_of(parse_offer, {"sdp": "v=0", "avatar": "!!"}) == "bad_image"
+    assert code_of(parse_set, {"type": "set"}) == "bad_option"
+    s = parse_set({"type": "set", "emotion": "auto", "e_cfg_scale": 2})
+    assert s.emotion_given and s.emotion is None and s.e_cfg_scale == 2.0
+
+
+@pytest.mark.parametrize("index", [0, 1, 255, 4097, 65535])
+def test_stamp_survives_lossy_video_coding(index):
+    import av
+    rng = np.random.default_rng(index)
+    img = draw_stamp(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8), index)
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width = codec.height = 512
+    codec.pix_fmt = "yuv420p"
+    codec.bit_rate = 300_000
+    frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+    packets = codec.encode(frame) + codec.encode(None)
+    dec = av.CodecContext.create("libvpx", "r")
+    out = [f for p in packets for f in dec.decode(p)]
+    assert read_stamp(out[0].to_ndarray(format="rgb24")) == index
+
+
+def test_metrics_text():
+    m = Metrics(sessions_started=3)
+    m.errors["busy"] += 2
+    text = m.render(active=1, max_sessions=4, latency_ms=[100.0, 200.0, 300.0])
+    assert "float_rt_sessions_active 1" in text and "float_rt_sessions_started_total 3" in text
+    assert 'float_rt_errors_total{code="busy"} 2' in text
+    assert 'float_rt_latency_ms{quantile="0.5"} 200.0' in text
+    assert text.count("# TYPE float_rt_errors_total") == 1
+
+
+def test_server_config():
+    cfg = load_server_config(ROOT / "configs" / "server.yaml", port=9000)
+    assert cfg.host == "127.0.0.1" and cfg.port == 9000 and cfg.ice_servers == []
+    with pytest.raises(ValueError):
+        ServerConfig(video_codec="av1")
+    with pytest.raises(ValueError, match="nope"):
+        load_server_config(None, nope=1)
