@@ -190,6 +190,69 @@ class AvatarClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _read_stamp(img: np.ndarray, bits: int = 16) -> int:
+    """Frame index the server draws with ``stamp`` (16 black/white blocks along the bottom)."""
+    h, w, _ = img.shape
+    bw, bh = w // bits, max(8, h // 16)
+    value = 0
+    for b in range(bits):
+        block = img[h - bh + bh // 4:h - bh // 4, b * bw + bw // 4:(b + 1) * bw - bw // 4]
+        value |= int(block.mean() > 127) << b
+    return value
+
+
+async def measure(url: str, speech: np.ndarray, tail: float = 2.0, token: str | None = None, **options) -> dict:
+    """Send ``speech`` (16 kHz mono float) in real time and measure what comes back.
+
+    The server stamps each frame with its source frame index (``stamp``), so the client knows
+    which audio a frame answers: latency = frame received - that audio sent.  Lip sync compares
+    when frame j's picture and frame j's sound (found in the returned audio by correlation)
+    arrive.
+    """
+    spf = RATE // 25
+    track = FileAudioTrack(speech, tail_silence=tail)
+    video, audio = [], []
+    res = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+
+    def on_video(frame, t):
+        img = frame.to_ndarray(format="rgb24")
+        video.append((t, frame.pts, _read_stamp(img), img.shape, float(img.std())))
+
+    def on_audio(frame, t):
+        for f in res.resample(frame):
+            audio.append((t, f.to_ndarray()[0]))
+
+    client = AvatarClient(url, track, token=token, on_video=on_video, on_audio=on_audio, stamp=True, **options)
+    await client.connect()
+    await asyncio.sleep(len(speech) / RATE + tail + 0.5)
+    await client.close()
+    out = {"errors": client.errors, "stats": [m for m in client.messages if m["type"] == "stats"],
+           "frames": len(video), "shapes": sorted({v[3] for v in video}),
+           "median_std": float(np.median([v[4] for v in video])) if video else 0.0}
+    if len(video) < 2 or not audio:
+        return out
+    span = video[-1][0] - video[0][0]
+    first: dict[int, float] = {}
+    for t, _, idx, _, _ in video:
+        first.setdefault(idx, t)
+    speech_frames = -(-len(speech) // spf)
+    shown = [j for j in range(speech_frames) if j in first]
+    latency = np.array([first[j] - track.sent_time((j + 1) * spf) for j in shown])
+    rx = np.concatenate([a for _, a in audio])
+    ends, times = np.cumsum([a.size for _, a in audio]), np.array([t for t, _ in audio])
+    probe = speech[:min(len(speech), 2 * RATE)]
+    k0 = int(np.argmax(np.correlate(rx, probe, mode="valid"))) if rx.size > probe.size else 0
+    sync = []
+    for j in shown:
+        i = int(np.searchsorted(ends, k0 + j * spf, side="right"))
+        if i < len(times):
+            sync.append(first[j] - times[i])
+    out.update(span_s=span, fps=(len(video) - 1) / span, pts_steps=np.diff([v[1] for v in video]).tolist(),
+               shown_fraction=len(shown) / speech_frames, latency_ms=(latency * 1e3).tolist(),
+               lipsync_ms=(np.array(sync) * 1e3).tolist())
+    return out
+
+
 def _use_ice_hosts(hosts):
     if hosts:
         import aioice.ice

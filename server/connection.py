@@ -196,7 +196,8 @@ class Connection:
             emotion = s.carry.emotion.flatten().tolist()
             await self.send({"type": "stats", "fps": fps, "frames": st["frames_out"],
                              "latency_p50_ms": st.get("latency_p50_ms"), "latency_p95_ms": st.get("latency_p95_ms"),
-                             "duplicated": st["duplicated"], "dropped": st["dropped_late"] + st["dropped_backlog"],
+                             "duplicated": st["duplicated"],
+                             "dropped": st["dropped_late"] + st["dropped_backlog"] + (self.video.dropped if self.video else 0),
                              "emotion": dict(zip(self.server.engine.model.labels, emotion))})
 
     async def _watchdog(self) -> None:

@@ -45,7 +45,11 @@ def read_stamp(img: np.ndarray) -> int:
 
 
 class _QueueTrack(MediaStreamTrack):
-    """A track fed by the pump through a small bounded queue (oldest dropped if the sender stalls)."""
+    """A track fed by the pump through a small bounded queue (oldest dropped if the sender stalls).
+
+    Both queues hold the same ~120 ms, so a slow sender can never pull picture and sound apart
+    by more than that: under overload media is dropped (counted), not delayed.
+    """
 
     def __init__(self, maxsize: int):
         super().__init__()
@@ -72,7 +76,7 @@ class AvatarVideoTrack(_QueueTrack):
     kind = "video"
 
     def __init__(self, size: int, fps: float, stamp: bool = False):
-        super().__init__(maxsize=8)
+        super().__init__(maxsize=3)
         self.size, self.stamp = size, stamp
         self.step = int(round(VIDEO_CLOCK / fps))
         self.count = 0
@@ -100,7 +104,7 @@ class AvatarAudioTrack(_QueueTrack):
     PTIME = 0.02
 
     def __init__(self, rate: int):
-        super().__init__(maxsize=32)
+        super().__init__(maxsize=6)
         self.rate = rate
         self.samples = 0
 
