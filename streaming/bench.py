@@ -149,7 +149,7 @@ class StreamBench:
                      f"  {r['sample']:9.1f}  {r['decode']:9.1f}  {total:8.1f}  {row['rtf']:.3f}")
         return rows
 
-    def sessions(self, counts=(1, 2, 4, 8, 16), steps: int = 6) -> dict:
+    def sessions(self, counts=(1, 2, 3, 4, 6, 8, 16), steps: int = 6) -> dict:
         """Steps of N sessions batched together; real time when a step fits in one chunk."""
         eng, sr = self.engine, self.engine.cfg.model.sampling_rate
         rows, best = [], 0

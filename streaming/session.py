@@ -260,7 +260,7 @@ class Session:
 
     def keep_up(self, now: float) -> None:
         """Live sessions: fill silence when starved, skip input when compute is behind."""
-        if not self.live or self.ended or self.closed:
+        if not self.live or self.closed:
             return
         with self._lock:
             # Compute behind the wall clock (not audio queued ahead, like a TTS reply):
@@ -268,13 +268,17 @@ class Session:
             wall = int((now - self.started) * self.audio.rate)
             limit = self.stream_cfg.max_backlog_ms * self.audio.rate // 1000
             lag = wall - self.needed_frames() * self.spf
-            if lag > limit:
+            if lag > limit and not self.finished:
                 skip = (lag - limit // 2) // self.spf
+                if self.total_frames is not None:
+                    skip = min(skip, self.total_frames - self.carry.next_frame)
                 self.carry.next_frame += skip
                 self.stats.dropped_backlog += skip
                 keep = self.carry.next_frame - max(self.options.left_frames, 1)
                 self.audio.trim(keep * self.spf)
                 self.carry.norm_pos = max(self.carry.norm_pos, self.audio.start)
+            if self.ended:
+                return
             # Starved (no audio by the time it was due): idle on silence.
             need = self.needed_frames() * self.spf
             due = self.started + need / self.audio.rate + self.stream_cfg.jitter_ms / 1000.0
