@@ -1,0 +1,174 @@
+"""A faster inference form of the synthesis decoder: same weights, same function.
+
+Rewrites (each exact up to float rounding):
+- Weights are scaled once at build time, and the demodulation norms are precomputed.
+- The activation's bias and sqrt(2) gain move into the demodulation (leaky ReLU is
+  positively homogeneous): a styled conv is scale -> conv -> one fused multiply-add ->
+  in-place leaky ReLU, instead of six passes over the activations.
+- With one frame, a layer whose weights are smaller than its input activations gets its
+  modulation folded into the weights instead (the high-resolution layers).
+- The blurs are depthwise convolutions with built-in padding (no padded copies), and the
+  2x upsampling of the skip images is one depthwise transposed convolution.
+- Run it on channels-last tensors (`to_channels_last`): oneDNN's convolutions,
+  transposed convolutions and grid_sample are several times faster that way on CPU.
+
+Weights stay constant and batches stay dynamic, so the same module exports to ONNX.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .decoder import ModulatedConv, StyledConv, SynthesisDecoder, ToFlow, ToRGB
+from .layers import SQRT2
+
+
+class _FusedModConv(nn.Module):
+    """Modulated conv + (optional) demodulation, bias and leaky ReLU."""
+
+    def __init__(self, conv: ModulatedConv, act_bias: torch.Tensor | None):
+        super().__init__()
+        self.modulation = conv.modulation
+        w = conv.weight.detach() * conv.scale
+        self.upsample, self.demodulate = conv.upsample, conv.demodulate
+        self.padding = conv.padding
+        self.register_buffer("w2", w.pow(2).sum((2, 3)))
+        self.gain = SQRT2 if act_bias is not None else 1.0
+        # Transposed convolutions take (in, out, k, k).
+        self.register_buffer("weight", w.transpose(0, 1).contiguous() if self.upsample else w)
+        self.register_buffer("bias", None if act_bias is None else act_bias.detach().reshape(1, -1, 1, 1) * SQRT2)
+        if self.upsample:
+            c = w.shape[0]
+            self.register_buffer("blur", conv.blur.flip((0, 1)).expand(c, 1, 4, 4).contiguous())
+        self.weight_mod = True      # allowed to fold modulation into weights for single frames
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            out = F.conv_transpose2d(x, w, stride=2)
+            return F.conv2d(out, self.blur, padding=1, groups=self.blur.shape[0])
+        return F.conv2d(x, w, padding=self.padding)
+
+    def forward(self, x: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        style = self.modulation(latent)                                   # (B, I)
+        scale = None
+        if self.demodulate:
+            scale = torch.rsqrt(style.pow(2) @ self.w2.T + 1e-8) * self.gain   # (B, O)
+        if self.weight_mod and x.shape[0] == 1 and self.weight.numel() < x.numel() and not torch.jit.is_tracing():
+            # One frame: fold style and demodulation into the weights (cheaper than the activations here).
+            w = self.weight
+            if self.upsample:   # (I, O, k, k)
+                w = w * style[0][:, None, None, None]
+                if scale is not None:
+                    w = w * scale[0][None, :, None, None]
+            else:               # (O, I, k, k)
+                w = w * style[0][None, :, None, None]
+                if scale is not None:
+                    w = w * scale[0][:, None, None, None]
+            out = self._conv(x, w)
+            if self.bias is not None:
+                out = out.add_(self.bias)
+        else:
+            out = self._conv(x * style[:, :, None, None], self.weight)
+            if scale is not None:
+                s = scale[:, :, None, None]
+                out = torch.addcmul(self.bias, out, s) if self.bias is not None else out * s
+            elif self.bias is not None:
+                out = out + self.bias
+        return F.leaky_relu_(out, 0.2) if self.bias is not None and self.demodulate else out
+
+
+class _FusedStyledConv(nn.Module):
+    def __init__(self, sc: StyledConv):
+        super().__init__()
+        self.conv = _FusedModConv(sc.conv, sc.act_bias)
+
+    def forward(self, x, latent):
+        return self.conv(x, latent)
+
+
+class _FusedUpsample(nn.Module):
+    """upfirdn2d(up=2, symmetric 4x4 FIR, pad (2, 1)) == depthwise transposed conv, stride 2, padding 1."""
+
+    def __init__(self, kernel: torch.Tensor, channels: int = 3):
+        super().__init__()
+        self.register_buffer("weight", kernel.flip((0, 1)).expand(channels, 1, 4, 4).contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.weight, stride=2, padding=1, groups=x.shape[1])
+
+
+class _FusedToFlow(nn.Module):
+    def __init__(self, tf: ToFlow):
+        super().__init__()
+        self.conv = _FusedModConv(tf.conv, None)
+        self.register_buffer("bias", tf.bias.detach())
+
+    @staticmethod
+    def base(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+        lin = torch.linspace(-1.0, 1.0, w, dtype=torch.float64, device=like.device).to(like.dtype)
+        lin_y = torch.linspace(-1.0, 1.0, h, dtype=torch.float64, device=like.device).to(like.dtype)
+        return torch.stack(torch.meshgrid(lin, lin_y, indexing="xy"), dim=-1)
+
+    def forward(self, x, latent, feat, flow_skip=None):
+        out = self.conv(x, latent) + self.bias
+        if flow_skip is not None:
+            out = out + flow_skip
+        b, _, h, w = x.shape
+        grid = torch.tanh(out[:, :2]).permute(0, 2, 3, 1) + self.base(h, w, x)
+        mask = torch.sigmoid(out[:, 2:3])
+        if feat.shape[0] != b:
+            feat = feat.expand(b, -1, -1, -1)
+        warped = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False) * mask
+        return warped, torch.addcmul(warped, x, 1.0 - mask), out
+
+
+class _FusedToRGB(nn.Module):
+    def __init__(self, tr: ToRGB):
+        super().__init__()
+        self.register_buffer("weight", tr.weight.detach() * tr.scale * SQRT2)
+        self.register_buffer("act_bias", tr.act_bias.detach().flatten() * SQRT2)
+        self.register_buffer("bias", tr.bias.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(F.conv2d(x, self.weight, self.act_bias), 0.2) + self.bias
+
+
+class FusedDecoder(nn.Module):
+    """Drop-in for `SynthesisDecoder.forward(latent, feats)` at inference; built from a loaded decoder."""
+
+    def __init__(self, dec: SynthesisDecoder, weight_mod: bool = True):
+        super().__init__()
+        self.register_buffer("const", dec.const.detach())
+        self.first = _FusedStyledConv(dec.first)
+        self.up_convs = nn.ModuleList(_FusedStyledConv(m) for m in dec.up_convs)
+        self.convs = nn.ModuleList(_FusedStyledConv(m) for m in dec.convs)
+        self.to_rgbs = nn.ModuleList(_FusedToRGB(m) for m in dec.to_rgbs)
+        self.to_flows = nn.ModuleList(_FusedToFlow(m) for m in dec.to_flows)
+        self.upsample = _FusedUpsample(dec.upsample.kernel)
+        for m in self.modules():
+            if isinstance(m, _FusedModConv):
+                m.weight_mod = weight_mod
+        self.eval()
+
+    def forward(self, latent: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
+        b = latent.shape[0]
+        x = self.first(self.const.expand(b, -1, -1, -1), latent)
+        rgb = flow = None
+        for up, conv, to_rgb, to_flow, feat in zip(self.up_convs, self.convs, self.to_rgbs,
+                                                   self.to_flows, feats):
+            x = conv(up(x, latent), latent)
+            warped, x, flow = to_flow(x, latent, feat, None if flow is None else self.upsample(flow))
+            rgb_here = to_rgb(warped)
+            rgb = rgb_here if rgb is None else rgb_here + self.upsample(rgb)
+        return rgb
+
+
+def to_channels_last(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [f.contiguous(memory_format=torch.channels_last) for f in feats]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / max(float(b.double().norm()), math.ulp(1.0)))
