@@ -54,6 +54,14 @@ class AudioEncoder(nn.Module):
         hidden, _ = self.wav2vec2.feature_projection(feats)
         return F.silu(self.norm(self.proj(run_layers(self.wav2vec2, hidden, self.all_layers))))
 
+    def encode_frames(self, input_values: torch.Tensor) -> torch.Tensor:
+        """(B, n) normalised audio of whole frames -> (B, n // spf, dim_out), frame j from conv feature 2j.
+
+        For a clip of T whole frames the offline align_corners resampling of its 2T - 1 conv
+        features lands exactly on the even ones, so this is the offline computation as well.
+        """
+        return self.encode_features(self.conv_features(input_values)[:, ::2])
+
     @staticmethod
     def to_frames(feats: torch.Tensor, num_frames: int) -> torch.Tensor:
         return F.interpolate(feats.transpose(1, 2), size=num_frames, mode="linear",

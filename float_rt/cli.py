@@ -22,11 +22,31 @@ def _config(path):
         raise FloatRTError(str(exc)) from exc
 
 
+def _with_backends(cfg, a):
+    """--engines DIR and --backend STAGE=KIND override the config's backends section."""
+    extra = {}
+    for item in getattr(a, "backend", None) or []:
+        stage, _, kind = item.partition("=")
+        if not kind:
+            raise FloatRTError(f"--backend takes STAGE=KIND (e.g. decoder=onnxruntime), got {item!r}")
+        extra[stage] = kind
+    if getattr(a, "engines", None):
+        extra["engines"] = a.engines
+    cfg.backends = {**cfg.backends, **extra}
+    return cfg
+
+
+def _backend_args(p) -> None:
+    p.add_argument("--engines", default=None, help="folder from `float-rt export onnx` (and `export trt`)")
+    p.add_argument("--backend", action="append", default=None, metavar="STAGE=KIND",
+                   help="encoder|decoder|fmt|audio|emotion = torch|onnxruntime|tensorrt (repeatable)")
+
+
 def cmd_generate(a) -> None:
     from .media import load_audio, load_image, prepare_reference
     from .pipeline import FloatPipeline, sampling_with
 
-    cfg = _config(a.config)
+    cfg = _with_backends(_config(a.config), a)
     img = load_image(a.ref)
     samples = load_audio(a.audio, cfg.model.sampling_rate)
     image = prepare_reference(img, cfg.model.input_size, crop=not a.no_crop)
@@ -86,7 +106,7 @@ def cmd_bench(a) -> None:
 def _engine(a):
     from streaming.config import load_stream_config
     from streaming.engine import Engine
-    cfg = _config(a.config)
+    cfg = _with_backends(_config(a.config), a)
     try:
         scfg = load_stream_config(a.stream_config, chunk_frames=a.chunk_frames, lookahead_ms=a.lookahead_ms,
                                   left_context_ms=a.left_context_ms, nfe=a.nfe)
@@ -153,6 +173,43 @@ def cmd_bench_stream(a) -> None:
         print(f"wrote {a.json}")
 
 
+def cmd_export_onnx(a) -> None:
+    from export.onnx import export_onnx
+
+    from .checkpoint import load_model
+    from .pipeline import resolve_device
+    cfg = _config(a.config)
+    model, _ = load_model(cfg.model, a.checkpoints, resolve_device(a.device))
+    print(f"exporting {cfg.name} to {a.out} (each graph checked against PyTorch with onnxruntime)")
+    export_onnx(model, cfg.name, a.out)
+    print(f"wrote {a.out}; use it with --engines {a.out} --backend decoder=onnxruntime ...")
+
+
+def cmd_export_trt(a) -> None:
+    from export.trt import build_engines
+    print(f"building TensorRT engines from {a.onnx} ({'fp32' if a.fp32 else 'fp16, fp32 where needed'})")
+    build_engines(a.onnx, fp16=not a.fp32, max_sessions=a.max_sessions, max_frames=a.max_frames)
+
+
+def cmd_bench_backends(a) -> None:
+    import json
+
+    import torch
+
+    from export.bench import bench_backends
+
+    from .checkpoint import load_model
+    from .pipeline import resolve_device
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = _config(a.config)
+    model, _ = load_model(cfg.model, a.checkpoints, resolve_device(a.device))
+    res = bench_backends(model, a.engines, repeat=a.repeat)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=2))
+
+
 def cmd_serve(a) -> None:
     from server.app import run
     from server.config import load_server_config
@@ -179,6 +236,7 @@ def _stream_args(p, plot: bool = False) -> None:
     p.add_argument("--nfe", type=int, default=None, help="Euler grid points per step")
     p.add_argument("--no-crop", action="store_true")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
+    _backend_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-crop", action="store_true", help="use the image as it is (no face crop)")
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
     g.add_argument("--decode-batch", type=int, default=8)
+    _backend_args(g)
     g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("demo-weights", help="write recipe weights in the official layout")
@@ -244,6 +303,31 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", default=None)
     bs.add_argument("--threads", type=int, default=0)
     bs.set_defaults(func=cmd_bench_stream)
+
+    ex = sub.add_parser("export", help="ONNX graphs and TensorRT engines of every stage")
+    exs = ex.add_subparsers(dest="target", required=True)
+    eo = exs.add_parser("onnx", help="export the five stage graphs and check them against PyTorch")
+    eo.add_argument("--checkpoints", required=True)
+    eo.add_argument("--config", default=str(DEFAULT_CONFIG))
+    eo.add_argument("--out", required=True, help="engines folder")
+    eo.add_argument("--device", default="cpu")
+    eo.set_defaults(func=cmd_export_onnx)
+    et = exs.add_parser("trt", help="build TensorRT engines (CUDA) from an exported folder")
+    et.add_argument("--onnx", required=True, help="engines folder written by `export onnx`")
+    et.add_argument("--fp32", action="store_true", help="fp32 engines (default fp16, fp32 where needed)")
+    et.add_argument("--max-sessions", type=int, default=8)
+    et.add_argument("--max-frames", type=int, default=16)
+    et.set_defaults(func=cmd_export_trt)
+
+    bb = sub.add_parser("bench-backends", help="decoder and FMT on every path side by side (speed and error)")
+    bb.add_argument("--checkpoints", required=True)
+    bb.add_argument("--config", default=str(DEFAULT_CONFIG))
+    bb.add_argument("--engines", default=None, help="exported folder: adds the onnxruntime rows")
+    bb.add_argument("--device", default="cpu")
+    bb.add_argument("--repeat", type=int, default=3)
+    bb.add_argument("--threads", type=int, default=0)
+    bb.add_argument("--json", default=None)
+    bb.set_defaults(func=cmd_bench_backends)
 
     sv = sub.add_parser("serve", help="WebRTC avatar server with the demo page (http://127.0.0.1:8080/)")
     sv.add_argument("--demo", action="store_true",

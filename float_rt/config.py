@@ -74,6 +74,8 @@ class FloatConfig:
     # real checkpoints carry their own config.json.
     audio_encoder: dict[str, Any] = field(default_factory=dict)
     emotion_encoder: dict[str, Any] = field(default_factory=dict)
+    # Per-stage backends (export/backends.py:BackendConfig): torch, onnxruntime or tensorrt.
+    backends: dict[str, Any] = field(default_factory=dict)
     name: str = "float"
 
 
@@ -91,7 +93,7 @@ def load_config(path: str | Path) -> FloatConfig:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(raw) - {"model", "sampling", "audio_encoder", "emotion_encoder", "name"})
+    unknown = sorted(set(raw) - {"model", "sampling", "audio_encoder", "emotion_encoder", "backends", "name"})
     if unknown:
         raise ValueError(f"{path}: unknown section(s): {', '.join(unknown)}")
     return FloatConfig(
@@ -99,6 +101,7 @@ def load_config(path: str | Path) -> FloatConfig:
         sampling=_build(SamplingConfig, raw.get("sampling")),
         audio_encoder=dict(raw.get("audio_encoder") or {}),
         emotion_encoder=dict(raw.get("emotion_encoder") or {}),
+        backends=dict(raw.get("backends") or {}),
         name=str(raw.get("name", path.stem)),
     )
 

@@ -42,6 +42,7 @@ class FMTBlock(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.heads = heads
+        self.dim = dim   # static normalized shape (keeps exported graphs free of shape arithmetic)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.attn_out = nn.Linear(dim, dim)
         hidden = int(dim * mlp_ratio)
@@ -57,8 +58,8 @@ class FMTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         sh1, sc1, g1, sh2, sc2, g2 = self.ada(F.silu(c)).chunk(6, dim=-1)
-        x = x + g1 * self.attention(modulate(F.layer_norm(x, x.shape[-1:], eps=1e-6), sh1, sc1), mask)
-        h = modulate(F.layer_norm(x, x.shape[-1:], eps=1e-6), sh2, sc2)
+        x = x + g1 * self.attention(modulate(F.layer_norm(x, (self.dim,), eps=1e-6), sh1, sc1), mask)
+        h = modulate(F.layer_norm(x, (self.dim,), eps=1e-6), sh2, sc2)
         return x + g2 * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
 
 
@@ -67,7 +68,7 @@ class FlowMatchingTransformer(nn.Module):
         super().__init__()
         self.num_prev = cfg.num_prev_frames
         self.window = cfg.window
-        h = cfg.dim_h
+        h = self.dim_h = cfg.dim_h
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.window, h))
         self.x_proj = nn.Linear(cfg.dim_w, h)
         self.t_fc1 = nn.Linear(TIME_FREQ_DIM, h)
@@ -96,4 +97,4 @@ class FlowMatchingTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, c, mask)
         shift, scale = self.final_ada(F.silu(c)).chunk(2, dim=-1)
-        return self.out(modulate(F.layer_norm(h, h.shape[-1:], eps=1e-6), shift, scale))
+        return self.out(modulate(F.layer_norm(h, (self.dim_h,), eps=1e-6), shift, scale))

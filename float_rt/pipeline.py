@@ -31,6 +31,19 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def load_with_backends(cfg: FloatConfig, ckpt_dir: str | Path, device: torch.device) -> FloatModel:
+    """Load the checkpoints and put each stage on the backend ``cfg.backends`` names."""
+    from export.backends import BackendConfig, apply_backends
+    model, _ = load_model(cfg.model, ckpt_dir, device)
+    if (Path(ckpt_dir) / "RECIPE_WEIGHTS.txt").exists():
+        log.warning("%s holds recipe (demo) weights: the output is noise, not a face", ckpt_dir)
+    try:
+        backends = BackendConfig.from_dict(cfg.backends)
+    except ValueError as exc:
+        raise FloatRTError(str(exc)) from exc
+    return apply_backends(model, backends, device)
+
+
 @dataclass
 class Reference:
     """Everything the decoder and sampler need from the reference image (computed once)."""
@@ -49,9 +62,7 @@ class FloatPipeline:
     def from_checkpoints(cls, ckpt_dir: str | Path, cfg: FloatConfig, device: str | None = None,
                          **kw) -> "FloatPipeline":
         dev = resolve_device(device)
-        model, report = load_model(cfg.model, ckpt_dir, dev)
-        if (Path(ckpt_dir) / "RECIPE_WEIGHTS.txt").exists():
-            log.warning("%s holds recipe (demo) weights: the output is noise, not a face", ckpt_dir)
+        model = load_with_backends(cfg, ckpt_dir, dev)
         return cls(model, cfg, feature_extractor(Path(ckpt_dir) / AUDIO_DIR), dev, **kw)
 
     # ------------------------------------------------------------ stages

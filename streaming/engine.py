@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from float_rt.checkpoint import AUDIO_DIR, feature_extractor, load_model
+from float_rt.checkpoint import AUDIO_DIR, feature_extractor
 from float_rt.config import FloatConfig
 from float_rt.media import frames_to_uint8
 from float_rt.model import FloatModel
-from float_rt.pipeline import Reference, resolve_device
+from float_rt.pipeline import Reference, load_with_backends, resolve_device
 from float_rt.sampler import Conditions, Guidance, pad_frames, sample_window, time_grid
 
 from .config import StreamConfig
@@ -84,9 +84,7 @@ class Engine:
     def from_checkpoints(cls, ckpt_dir: str | Path, cfg: FloatConfig, stream_cfg: StreamConfig,
                          device: str | None = None) -> Engine:
         dev = resolve_device(device)
-        model, _ = load_model(cfg.model, ckpt_dir, dev)
-        if (Path(ckpt_dir) / "RECIPE_WEIGHTS.txt").exists():
-            log.warning("%s holds recipe (demo) weights: the output is noise, not a face", ckpt_dir)
+        model = load_with_backends(cfg, ckpt_dir, dev)
         fx = feature_extractor(Path(ckpt_dir) / AUDIO_DIR)
         return cls(model, cfg, stream_cfg, bool(getattr(fx, "do_normalize", True)), dev)
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from float_rt.audio import AudioEncoder
 
 
 @dataclass
@@ -57,7 +56,7 @@ def window_bounds(first: int, count: int, left: int, lookahead: int, available: 
 
 
 @torch.no_grad()
-def encode_windows(encoder: AudioEncoder, windows: list[torch.Tensor], spf: int) -> list[torch.Tensor]:
+def encode_windows(encoder, windows: list[torch.Tensor], spf: int) -> list[torch.Tensor]:
     """Encode normalised 16 kHz windows of whole frames; windows of equal length are batched.
 
     windows[i]: (n_i * spf,) samples -> (n_i, dim_a) features, one per frame.
@@ -67,9 +66,7 @@ def encode_windows(encoder: AudioEncoder, windows: list[torch.Tensor], spf: int)
     for i, w in enumerate(windows):
         by_len.setdefault(w.numel(), []).append(i)
     for idx in by_len.values():
-        batch = torch.stack([windows[i] for i in idx])
-        conv = encoder.conv_features(batch)[:, ::2]          # frame j <- conv feature 2j
-        feats = encoder.encode_features(conv)
+        feats = encoder.encode_frames(torch.stack([windows[i] for i in idx]))   # frame j <- conv feature 2j
         for k, i in enumerate(idx):
             out[i] = feats[k]
     return out  # type: ignore[return-value]

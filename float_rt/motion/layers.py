@@ -29,9 +29,12 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         stuffed = x.new_zeros(b, c, h * up, w * up)
         stuffed[:, :, ::up, ::up] = x
         x = stuffed
-    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-    k = torch.flip(kernel, (0, 1)).to(x.dtype)
-    x = F.conv2d(x, k.expand(c, 1, *k.shape), groups=c)
+    # Channels are static: a plain int keeps the kernel's shape known when exported.
+    k = torch.flip(kernel, (0, 1)).to(x.dtype).expand(int(c), 1, *kernel.shape).contiguous()
+    if pad[0] == pad[1]:
+        x = F.conv2d(x, k, padding=pad[0], groups=c)    # no padded copy
+    else:
+        x = F.conv2d(F.pad(x, (pad[0], pad[1], pad[0], pad[1])), k, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x

@@ -1,0 +1,194 @@
+"""ONNX export, the onnxruntime backend, the fused decoder and the TensorRT entry points (small config)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from float_rt.errors import FloatRTError
+from float_rt.motion.fused import FusedDecoder, _FusedModConv, _FusedUpsample, rel_err, to_channels_last
+
+
+@pytest.fixture(scope="module")
+def engines(small_model, tmp_path_factory):
+    from export.onnx import export_onnx
+    out = tmp_path_factory.mktemp("engines")
+    export_onnx(small_model, "small", out, log=lambda *_: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ref(small_model):
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 128, 128) * 2 - 1
+    return small_model.motion.encode_reference(image)
+
+
+# ------------------------------------------------------------------ fused decoder
+def test_fused_pieces_are_exact(small_model):
+    dec = small_model.motion.decoder
+    torch.manual_seed(1)
+    latent = torch.randn(2, 128)
+    with torch.no_grad():
+        x = torch.randn(2, dec.up_convs[1].conv.weight.shape[1], 16, 16)
+        assert rel_err(_FusedModConv(dec.up_convs[1].conv, dec.up_convs[1].act_bias)(x, latent),
+                       dec.up_convs[1](x, latent)) < 1e-6
+        img = torch.randn(2, 3, 32, 32)
+        assert rel_err(_FusedUpsample(dec.upsample.kernel)(img), dec.upsample(img)) < 1e-6
+
+
+@pytest.mark.parametrize("batch,channels_last", [(1, True), (1, False), (3, True)])
+def test_fused_decoder_matches_the_torch_decoder(small_model, ref, batch, channels_last):
+    s_r, _, _, feats = ref
+    dec = small_model.motion.decoder
+    latent = s_r + 0.1 * torch.randn(batch, 128, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        want = dec(latent, feats)
+        got = FusedDecoder(dec)(latent, to_channels_last(feats) if channels_last else feats)
+        want64 = _double(dec)(latent.double(), [f.double() for f in feats])
+    # Same function: the fused form is as close to a float64 run as the torch module itself.
+    assert rel_err(got, want) < 1e-4
+    assert rel_err(got, want64) < 2 * rel_err(want, want64) + 1e-6
+
+
+def _double(module):
+    import copy
+    return copy.deepcopy(module).double()
+
+
+# ------------------------------------------------------------------ ONNX graphs
+def test_every_graph_matches_pytorch_in_onnxruntime(small_model, engines, ref):
+    from export.backends import OrtGraph
+    from export.graphs import graph_specs
+    from export.onnx import check_graph, varied_inputs
+    manifest = json.loads((engines / "manifest.json").read_text())
+    assert set(manifest["graphs"]) == {"encoder", "decoder", "fmt", "audio", "emotion"}
+    for spec in graph_specs(small_model):
+        path = engines / f"{spec.name}.onnx"
+        assert check_graph(spec, path, torch.device("cpu")) <= 1e-4
+        assert check_graph(spec, path, torch.device("cpu"), varied_inputs(spec)) <= 1e-4   # dynamic axes
+    # The decoder graph against the original (unfused) torch decoder, several frames, batch-1 features.
+    s_r, _, _, feats = ref
+    latent = s_r + 0.1 * torch.randn(5, 128, generator=torch.Generator().manual_seed(5))
+    got = OrtGraph(engines / "decoder.onnx", torch.device("cpu"))(
+        latent=latent, **{f"feat_{i}": f for i, f in enumerate(feats)})[0]
+    with torch.no_grad():
+        assert rel_err(got, small_model.motion.decoder(latent, feats)) <= 1e-4
+
+
+def test_pipeline_on_onnxruntime_matches_torch(small_cfg, small_ckpt, engines, speech_wav):
+    import dataclasses
+
+    from float_rt.media import load_audio
+    from float_rt.pipeline import FloatPipeline, sampling_with
+    samples = load_audio(speech_wav)[:32000]
+    image = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    sampling = sampling_with(small_cfg.sampling, nfe=4)
+    outs = {}
+    for kind in ("torch", "onnxruntime"):
+        cfg = dataclasses.replace(small_cfg, backends={**{s: kind for s in ("encoder", "decoder", "fmt", "audio",
+                                                                            "emotion")}, "engines": str(engines)})
+        pipe = FloatPipeline.from_checkpoints(small_ckpt, cfg, "cpu")
+        if kind == "onnxruntime":
+            assert type(pipe.model.fmt).__name__ == "FMTStage"
+        r = pipe.encode_reference(image)
+        motion = pipe.sample(r, pipe.input_values(samples), sampling)
+        frames = torch.cat(list(pipe.decode(r, motion)))
+        outs[kind] = (motion, frames)
+    assert rel_err(outs["onnxruntime"][0], outs["torch"][0]) <= 1e-4
+    assert rel_err(outs["onnxruntime"][1], outs["torch"][1]) <= 1e-3
+
+
+def test_streaming_engine_runs_on_onnxruntime(small_cfg, small_ckpt, engines, speech_wav):
+    import dataclasses
+
+    from float_rt.media import load_audio
+    from streaming.config import StreamConfig
+    from streaming.engine import Engine
+    cfg = dataclasses.replace(small_cfg, backends={"decoder": "onnxruntime", "fmt": "onnxruntime",
+                                                   "audio": "onnxruntime", "engines": str(engines)})
+    engine = Engine.from_checkpoints(small_ckpt, cfg, StreamConfig(), "cpu")
+    s = engine.open_session(torch.zeros(1, 3, 128, 128), engine.default_options(emotion="happy"))
+    s.push_audio(load_audio(speech_wav)[:16000], 16000)
+    s.end_input()
+    frames = []
+    while engine.step():
+        frames += s.take_frames()
+    frames += s.take_frames()
+    assert len(frames) == 25 and frames[0].image.shape == (128, 128, 3)
+
+
+def test_missing_or_mismatched_engines_say_how_to_rebuild(small_cfg, small_ckpt, engines, tmp_path):
+    import dataclasses
+
+    from export.backends import BackendConfig
+    from float_rt.pipeline import FloatPipeline
+
+    def load(backends):
+        return FloatPipeline.from_checkpoints(small_ckpt, dataclasses.replace(small_cfg, backends=backends), "cpu")
+
+    with pytest.raises(FloatRTError, match="float-rt export onnx"):
+        load({"fmt": "onnxruntime"})                                  # no folder given
+    with pytest.raises(FloatRTError, match="manifest.json missing.*float-rt export onnx"):
+        load({"fmt": "onnxruntime", "engines": str(tmp_path)})
+    other = tmp_path / "other"
+    shutil.copytree(engines, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["fingerprint"] = "0" * 16                                 # built from other weights
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FloatRTError, match="other weights.*float-rt export onnx"):
+        load({"fmt": "onnxruntime", "engines": str(other)})
+    manifest["fingerprint"] = json.loads((engines / "manifest.json").read_text())["fingerprint"]
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    (other / "fmt.onnx").unlink()
+    with pytest.raises(FloatRTError, match="missing .*fmt.onnx.*float-rt export onnx"):
+        load({"fmt": "onnxruntime", "engines": str(other)})
+    with pytest.raises(FloatRTError, match="export trt"):
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present: the TensorRT test covers this")
+        load({"fmt": "tensorrt", "engines": str(engines)})
+    with pytest.raises(ValueError, match="decoder"):
+        BackendConfig(decoder="tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT engines need a CUDA GPU (none here)")
+def test_tensorrt_engines_match_pytorch(small_model, engines, tmp_path):
+    pytest.importorskip("tensorrt", reason="the tensorrt package is not installed")
+    from export.backends import OrtGraph
+    from export.trt import TrtGraph, build_engines
+    folder = tmp_path / "trt"
+    shutil.copytree(engines, folder)
+    manifest = build_engines(folder, fp16=False, log_fn=lambda *_: None)
+    for name, g in manifest["graphs"].items():
+        ort = OrtGraph(folder / g["onnx"], torch.device("cpu"))
+        trt = TrtGraph(folder / g["trt"], torch.device("cuda"))
+        inputs = {k: torch.randn(v) for k, v in g["inputs"].items()}
+        if name == "encoder":
+            inputs["image"] = inputs["image"].clamp(-1, 1)
+        for a, b in zip(trt(**inputs), ort(**inputs)):
+            assert rel_err(a.cpu(), b) <= 1e-3
+
+
+def test_tensorrt_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    from export.trt import build_engines
+    with pytest.raises(FloatRTError, match="CUDA"):
+        build_engines(tmp_path)
+
+
+def test_export_cli(small_ckpt, tmp_path, capsys):
+    from conftest import SMALL
+    from float_rt.cli import main
+    assert main(["export", "onnx", "--checkpoints", str(small_ckpt), "--config", str(SMALL),
+                 "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    for name in ("encoder", "decoder", "fmt", "audio", "emotion"):
+        assert name in out and (tmp_path / "e" / f"{name}.onnx").is_file()
+    assert main(["bench-backends", "--checkpoints", str(small_ckpt), "--config", str(SMALL),
+                 "--engines", str(tmp_path / "e"), "--repeat", "1", "--json", str(tmp_path / "b.json")]) == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    paths = {(r["stage"], r["path"]) for r in rows}
+    assert ("decoder", "onnxruntime fp32, batch 1") in paths and ("fmt", "onnxruntime fp32") in paths
+    assert all(np.isfinite(r["seconds"]) and r["seconds"] > 0 for r in rows)
