@@ -48,7 +48,7 @@ def varied_inputs(spec: GraphSpec) -> dict[str, torch.Tensor]:
         for axis in spec.dynamic.get(name, {}):
             shape[axis] = shape[axis] + (1 if axis == 0 else 640 * 7)
         if name.startswith("feat_") or name == "t":
-            out[name] = x if name == "t" else x  # reference features: keep batch 1 (broadcast)
+            out[name] = x      # the flow time, and reference features kept at batch 1 (broadcast)
         elif name == "image":
             out[name] = torch.randn(shape, device=x.device).clamp(-1, 1)
         elif name == "we":

@@ -74,7 +74,7 @@ class SessionOptions:
 class Frame:
     pts: int                 # output clock, 1/fps units, assigned when the frame is handed out
     index: int               # content frame: its audio is 16 kHz samples [index*spf, (index+1)*spf)
-    image: np.ndarray        # (S, S, 3) uint8 RGB
+    image: np.ndarray | None # (S, S, 3) uint8 RGB (None when the session does not render)
     audio: np.ndarray        # (spf,) float32 16 kHz: the speech this frame shows
     motion: np.ndarray | None
     features: np.ndarray | None  # (dim_a,) audio features the frame was sampled with
@@ -355,7 +355,6 @@ class Session:
                     self._wake.clear()
                     if not self._out and not self.done:
                         await self._wake.wait()
-            return
         cfg = self.stream_cfg
         period = 1.0 / self.fps
         delay = self.stream_cfg.algorithmic_latency_ms(self.fps) / 1e3 + (cfg.jitter_ms + cfg.output_delay_ms) / 1e3
