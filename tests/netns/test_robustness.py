@@ -246,3 +246,33 @@ def test_http_routes(server):
     assert health["demo_weights"] is True and health["max_sessions"] == 2
     text = urllib.request.urlopen(server.http + "/metrics").read().decode()
     assert "# TYPE float_rt_sessions_active gauge" in text
+
+
+def test_connect_timeout_frees_the_session(small_ckpt):
+    from aiortc import RTCConfiguration, RTCPeerConnection
+    srv = make_server(small_ckpt, connect_timeout_s=1.0)
+    try:
+        async def main():
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver("video", direction="recvonly")
+            pc.addTransceiver("audio", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            ws = await raw(srv.url)
+            answer = await ask(ws, {"type": "offer", "sdp": pc.localDescription.sdp, "preset": "astronaut"})
+            assert answer["type"] == "answer"
+            assert srv.call(lambda: srv.server.active) == 1
+            # The answer is never applied, so ICE never connects: the server gives up and cleans up.
+            msgs = []
+            while True:
+                try:
+                    msgs.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+                except ConnectionClosed:
+                    break
+            await pc.close()
+            return msgs
+
+        msgs = asyncio.run(main())
+        assert any(m["type"] == "error" and m["code"] == "timeout" for m in msgs)
+        assert wait_until(lambda: idle(srv))
+    finally:
+        srv.stop()
