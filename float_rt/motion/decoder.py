@@ -82,6 +82,24 @@ class ToRGB(nn.Module):
         return leaky_act(F.conv2d(x, self.weight * self.scale), self.act_bias) + self.bias
 
 
+def flow_base_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """Identity sampling grid (h, w, 2) as (x, y) in [-1, 1]."""
+    lin = torch.linspace(-1.0, 1.0, w, dtype=torch.float64, device=like.device).to(like.dtype)
+    lin_y = torch.linspace(-1.0, 1.0, h, dtype=torch.float64, device=like.device).to(like.dtype)
+    return torch.stack(torch.meshgrid(lin, lin_y, indexing="xy"), dim=-1)
+
+
+def warp(out: torch.Tensor, feat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp the reference features by the predicted flow ``out[:, :2]``; returns (masked warp, mask)."""
+    b, _, h, w = x.shape
+    grid = torch.tanh(out[:, :2]).permute(0, 2, 3, 1) + flow_base_grid(h, w, x)
+    mask = torch.sigmoid(out[:, 2:3])
+    if feat.shape[0] != b:
+        feat = feat.expand(b, -1, -1, -1)
+    warped = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False) * mask
+    return warped, mask
+
+
 class ToFlow(nn.Module):
     """Predicts a warp field and a mask; warps the reference features into the frame."""
 
@@ -94,16 +112,7 @@ class ToFlow(nn.Module):
         out = self.conv(x, latent) + self.bias
         if flow_skip is not None:
             out = out + flow_skip
-        b, _, h, w = x.shape
-        lin = torch.linspace(-1.0, 1.0, w, dtype=torch.float64, device=x.device).to(x.dtype)
-        lin_y = torch.linspace(-1.0, 1.0, h, dtype=torch.float64, device=x.device).to(x.dtype)
-        base = torch.stack(torch.meshgrid(lin, lin_y, indexing="xy"), dim=-1)   # (h, w, 2) as (x, y)
-        grid = torch.tanh(out[:, :2]).permute(0, 2, 3, 1) + base
-        mask = torch.sigmoid(out[:, 2:3])
-        if feat.shape[0] != b:
-            feat = feat.expand(b, -1, -1, -1)
-        warped = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False) * mask
+        warped, mask = warp(out, feat, x)
         return warped, warped + x * (1.0 - mask), out
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .decoder import ModulatedConv, StyledConv, SynthesisDecoder, ToFlow, ToRGB
+from .decoder import ModulatedConv, StyledConv, SynthesisDecoder, ToFlow, ToRGB, warp
 from .layers import SQRT2
 
 
@@ -106,22 +106,11 @@ class _FusedToFlow(nn.Module):
         self.conv = _FusedModConv(tf.conv, None)
         self.register_buffer("bias", tf.bias.detach())
 
-    @staticmethod
-    def base(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-        lin = torch.linspace(-1.0, 1.0, w, dtype=torch.float64, device=like.device).to(like.dtype)
-        lin_y = torch.linspace(-1.0, 1.0, h, dtype=torch.float64, device=like.device).to(like.dtype)
-        return torch.stack(torch.meshgrid(lin, lin_y, indexing="xy"), dim=-1)
-
     def forward(self, x, latent, feat, flow_skip=None):
         out = self.conv(x, latent) + self.bias
         if flow_skip is not None:
             out = out + flow_skip
-        b, _, h, w = x.shape
-        grid = torch.tanh(out[:, :2]).permute(0, 2, 3, 1) + self.base(h, w, x)
-        mask = torch.sigmoid(out[:, 2:3])
-        if feat.shape[0] != b:
-            feat = feat.expand(b, -1, -1, -1)
-        warped = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False) * mask
+        warped, mask = warp(out, feat, x)
         return warped, torch.addcmul(warped, x, 1.0 - mask), out
 
 
@@ -153,17 +142,8 @@ class FusedDecoder(nn.Module):
                 m.weight_mod = weight_mod
         self.eval()
 
-    def forward(self, latent: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
-        b = latent.shape[0]
-        x = self.first(self.const.expand(b, -1, -1, -1), latent)
-        rgb = flow = None
-        for up, conv, to_rgb, to_flow, feat in zip(self.up_convs, self.convs, self.to_rgbs,
-                                                   self.to_flows, feats):
-            x = conv(up(x, latent), latent)
-            warped, x, flow = to_flow(x, latent, feat, None if flow is None else self.upsample(flow))
-            rgb_here = to_rgb(warped)
-            rgb = rgb_here if rgb is None else rgb_here + self.upsample(rgb)
-        return rgb
+    # The same synthesis loop over the fused layers (identical attribute names).
+    forward = SynthesisDecoder.forward
 
 
 def to_channels_last(feats: list[torch.Tensor]) -> list[torch.Tensor]:
