@@ -6,7 +6,6 @@ backend the config names without knowing about it.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from float_rt.audio import pad_to_frames
+from float_rt.config import build_dataclass
 from float_rt.errors import FloatRTError
 from float_rt.model import FloatModel
 from float_rt.motion.fused import FusedDecoder
@@ -47,13 +48,7 @@ class BackendConfig:
 
     @classmethod
     def from_dict(cls, data: dict | None, **overrides) -> "BackendConfig":
-        data = dict(data or {})
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown backend option(s): {', '.join(unknown)}")
-        return cls(**data)
+        return build_dataclass(cls, data, "backend", **overrides)
 
 
 def fingerprint(model: FloatModel) -> str:
@@ -184,11 +179,8 @@ class AudioStage(nn.Module):
         return self.graph(samples=samples)[0]
 
     def forward(self, input_values, num_frames, sampling_rate, fps):
-        need = int(num_frames * sampling_rate / fps)
-        if input_values.shape[1] < need:
-            pad = input_values[:, -1:].expand(-1, need - input_values.shape[1])
-            input_values = torch.cat([input_values, pad], dim=1)
-        return self.encode_frames(input_values[:, :need])
+        input_values = pad_to_frames(input_values, num_frames, sampling_rate, fps)
+        return self.encode_frames(input_values[:, :int(num_frames * sampling_rate / fps)])
 
 
 class EmotionStage(nn.Module):

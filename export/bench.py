@@ -10,28 +10,17 @@ against a float64 run of the torch module, next to the torch module's own fp32 e
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from float_rt.bench import median_time
 from float_rt.model import FloatModel
 from float_rt.motion.fused import FusedDecoder, to_channels_last
+from float_rt.reference import relative_error as rel_err
 
-from .onnx import rel_err
 
 OFFICIAL_CPU = {"decode_s_per_frame": 1.6, "fmt_guided_eval_s": 0.48}
-
-
-def _time(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def cpu_has_bf16() -> bool:
@@ -62,6 +51,9 @@ def bench_backends(model: FloatModel, engines: str | Path | None = None, repeat:
     del d64
     rows = []
 
+    def timed(fn):
+        return median_time(fn, repeat, dev)
+
     def add(stage, path, seconds, per, err, err64=None):
         rows.append({"stage": stage, "path": path, "seconds": seconds, "per": per, "rel_err": err, "rel_err_f64": err64})
         e64 = "" if err64 is None else f"  (vs float64 {err64:.1e})"
@@ -69,18 +61,18 @@ def bench_backends(model: FloatModel, engines: str | Path | None = None, repeat:
 
     log(f"[decoder] {m.input_size}x{m.input_size}, {torch.get_num_threads()} threads; official code: "
         f"{OFFICIAL_CPU['decode_s_per_frame'] * 1e3:.0f} ms/frame")
-    add("decoder", "torch module, batch 1", _time(lambda: dec(lat1, feats), repeat), "frame", 0.0, rel_err(ref, ref64))
-    add("decoder", f"torch module, batch {batch}", _time(lambda: dec(latb, feats), repeat) / batch, "frame",
+    add("decoder", "torch module, batch 1", timed(lambda: dec(lat1, feats)), "frame", 0.0, rel_err(ref, ref64))
+    add("decoder", f"torch module, batch {batch}", timed(lambda: dec(latb, feats)) / batch, "frame",
         rel_err(dec(latb, feats)[:1], dec(latb[:1], feats)))
     out = fused(lat1, fcl)
-    add("decoder", "fused channels-last fp32, batch 1", _time(lambda: fused(lat1, fcl), repeat), "frame",
+    add("decoder", "fused channels-last fp32, batch 1", timed(lambda: fused(lat1, fcl)), "frame",
         rel_err(out, ref), rel_err(out, ref64))
-    add("decoder", f"fused channels-last fp32, batch {batch}", _time(lambda: fused(latb, fcl), repeat) / batch,
+    add("decoder", f"fused channels-last fp32, batch {batch}", timed(lambda: fused(latb, fcl)) / batch,
         "frame", rel_err(fused(latb, fcl)[:1], dec(latb, feats)[:1]))
     if dev.type == "cpu" and cpu_has_bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = fused(lat1, fcl).float()
-            t = _time(lambda: fused(lat1, fcl), repeat)
+            t = timed(lambda: fused(lat1, fcl))
         add("decoder", "fused channels-last bf16, batch 1", t, "frame", rel_err(out, ref), rel_err(out, ref64))
     manifest = None
     if engines:
@@ -88,7 +80,7 @@ def bench_backends(model: FloatModel, engines: str | Path | None = None, repeat:
         ort = OrtGraph(Path(engines) / manifest["graphs"]["decoder"]["onnx"], dev)
         names = {f"feat_{i}": f for i, f in enumerate(feats)}
         out = ort(latent=lat1, **names)[0]
-        add("decoder", "onnxruntime fp32, batch 1", _time(lambda: ort(latent=lat1, **names), repeat), "frame",
+        add("decoder", "onnxruntime fp32, batch 1", timed(lambda: ort(latent=lat1, **names)), "frame",
             rel_err(out, ref), rel_err(out, ref64))
 
     log(f"[fmt] one guided evaluation (batch 3, window {m.window}); official code: "
@@ -101,14 +93,14 @@ def bench_backends(model: FloatModel, engines: str | Path | None = None, repeat:
                 prev_wa=torch.randn(b3, m.num_prev_frames, m.dim_a, generator=g).to(dev))
     fmt = model.fmt
     vref = fmt(**args)
-    add("fmt", "torch fp32", _time(lambda: fmt(**args), repeat), "eval", 0.0)
+    add("fmt", "torch fp32", timed(lambda: fmt(**args)), "eval", 0.0)
     if dev.type == "cpu" and cpu_has_bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = fmt(**args).float()
-            t = _time(lambda: fmt(**args), repeat)
+            t = timed(lambda: fmt(**args))
         add("fmt", "torch bf16 autocast", t, "eval", rel_err(out, vref))
     if manifest is not None:
         ort = OrtGraph(Path(engines) / manifest["graphs"]["fmt"]["onnx"], dev)
         out = ort(**args)[0]
-        add("fmt", "onnxruntime fp32", _time(lambda: ort(**args), repeat), "eval", rel_err(out, vref))
+        add("fmt", "onnxruntime fp32", timed(lambda: ort(**args)), "eval", rel_err(out, vref))
     return {"config": {"input_size": m.input_size, "threads": torch.get_num_threads()}, "rows": rows}

@@ -9,16 +9,12 @@ from pathlib import Path
 import torch
 
 from float_rt.model import FloatModel
+from float_rt.reference import relative_error
 
 from .backends import MANIFEST, OrtGraph, fingerprint
 from .graphs import GraphSpec, graph_specs
 
 OPSET = 18   # grid_sample needs >= 16; LayerNorm is a single op from 17
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().cpu(), b.double().cpu()
-    return float((a - b).norm() / max(float(b.norm()), 1e-30))
 
 
 def export_graph(spec: GraphSpec, path: Path) -> None:
@@ -37,7 +33,7 @@ def check_graph(spec: GraphSpec, path: Path, device: torch.device, inputs: dict 
         ref = spec.module(*inputs.values())
     ref = ref if isinstance(ref, (tuple, list)) else [ref]
     got = OrtGraph(path, device)(**inputs)
-    return max(rel_err(g, r) for g, r in zip(got, ref))
+    return max(relative_error(g, r) for g, r in zip(got, ref))
 
 
 def varied_inputs(spec: GraphSpec) -> dict[str, torch.Tensor]:

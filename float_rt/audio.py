@@ -14,6 +14,15 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 
+def pad_to_frames(input_values: torch.Tensor, num_frames: int, sampling_rate: int, fps: float) -> torch.Tensor:
+    """Replicate the last sample up to ``num_frames`` whole frames (the official clip padding)."""
+    need = int(num_frames * sampling_rate / fps)
+    if input_values.shape[1] < need:
+        pad = input_values[:, -1:].expand(-1, need - input_values.shape[1])
+        input_values = torch.cat([input_values, pad], dim=1)
+    return input_values
+
+
 def run_layers(w2v: Wav2Vec2Model, hidden: torch.Tensor, all_layers: bool) -> torch.Tensor:
     """Transformer part of wav2vec2 on projected features (B, T, H).
 
@@ -70,10 +79,7 @@ class AudioEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, input_values: torch.Tensor, num_frames: int, sampling_rate: int, fps: float) -> torch.Tensor:
         """Whole-clip encoding (offline semantics): (B, n) -> (B, num_frames, dim_out)."""
-        need = int(num_frames * sampling_rate / fps)
-        if input_values.shape[1] < need:
-            pad = input_values[:, -1:].expand(-1, need - input_values.shape[1])
-            input_values = torch.cat([input_values, pad], dim=1)
+        input_values = pad_to_frames(input_values, num_frames, sampling_rate, fps)
         return self.encode_features(self.to_frames(self.conv_features(input_values), num_frames))
 
 

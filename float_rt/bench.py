@@ -19,7 +19,8 @@ OFFICIAL_CPU = {"reference_encode_s": None, "audio_encode_s_per_s": 0.45 / 2,
                 "fmt_guided_eval_s": 0.48, "decode_s_per_frame": 1.6}
 
 
-def _timeit(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
+def median_time(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
+    """Median seconds of ``repeat`` calls after one warm-up (CUDA synchronised)."""
     fn()  # warm-up
     times = []
     for _ in range(repeat):
@@ -42,13 +43,13 @@ def run_bench(pipe: FloatPipeline, cfg: FloatConfig, repeat: int = 3, audio_seco
     res: dict[str, float | str | int] = {"config": cfg.name, "device": str(dev),
                                          "threads": torch.get_num_threads()}
 
-    res["reference_encode_s"] = _timeit(lambda: pipe.encode_reference(image), repeat, dev)
+    res["reference_encode_s"] = median_time(lambda: pipe.encode_reference(image), repeat, dev)
     log(f"reference image encode      {res['reference_encode_s']:.3f} s")
     ref = pipe.encode_reference(image)
 
     speech = (0.1 * rng.standard_normal(int(audio_seconds * m.sampling_rate))).astype(np.float32)
     iv = pipe.input_values(speech)
-    t = _timeit(lambda: pipe.model.encode_audio(iv), repeat, dev)
+    t = median_time(lambda: pipe.model.encode_audio(iv), repeat, dev)
     res["audio_encode_s_per_s"] = t / audio_seconds
     log(f"audio encode                {res['audio_encode_s_per_s']:.3f} s per s of audio")
 
@@ -59,12 +60,12 @@ def run_bench(pipe: FloatPipeline, cfg: FloatConfig, repeat: int = 3, audio_seco
                       torch.zeros(1, p, m.dim_w, device=dev), torch.zeros(1, p, m.dim_a, device=dev))
     x = torch.randn(1, n, m.dim_w, device=dev)
     g = Guidance(2.0, 1.0, True)
-    res["fmt_guided_eval_s"] = _timeit(lambda: guided_velocity(pipe.model.fmt, torch.tensor([0.5], device=dev),
+    res["fmt_guided_eval_s"] = median_time(lambda: guided_velocity(pipe.model.fmt, torch.tensor([0.5], device=dev),
                                                                x, cond, g), repeat, dev)
     log(f"guided FMT evaluation       {res['fmt_guided_eval_s']:.3f} s (batch of 3 x {m.window} frames)")
 
     motion = torch.randn(decode_batch, m.dim_w, device=dev) * 0.1
-    t = _timeit(lambda: pipe.model.motion.decode(ref.s_r, motion, ref.feats), repeat, dev)
+    t = median_time(lambda: pipe.model.motion.decode(ref.s_r, motion, ref.feats), repeat, dev)
     res["decode_s_per_frame"] = t / decode_batch
     res["decode_batch"] = decode_batch
     log(f"decode                      {res['decode_s_per_frame']:.3f} s per frame (batch {decode_batch})")
@@ -88,4 +89,5 @@ def run_bench(pipe: FloatPipeline, cfg: FloatConfig, repeat: int = 3, audio_seco
 
 
 def write_json(res: dict, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(res, indent=2))

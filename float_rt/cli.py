@@ -147,9 +147,9 @@ def cmd_stream(a) -> None:
 def cmd_bench_stream(a) -> None:
     import torch
 
-    from streaming.bench import SECTIONS, StreamBench, run, write_json
+    from streaming.bench import SECTIONS, StreamBench, run
 
-    from .checkpoint import AUDIO_DIR, feature_extractor
+    from .bench import write_json
     from .media import load_audio, load_image, prepare_reference
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -166,7 +166,7 @@ def cmd_bench_stream(a) -> None:
     if (Path(a.checkpoints) / "RECIPE_WEIGHTS.txt").exists():
         print("note: recipe weights - feature/motion deviations are structural only (window geometry), "
               "not those of the trained model")
-    bench = StreamBench(engine, image, samples, feature_extractor(Path(a.checkpoints) / AUDIO_DIR), a.emo)
+    bench = StreamBench(engine, image, samples, engine.feature_extractor, a.emo)
     res = run(bench, sections, a.plot)
     if a.json:
         write_json(res, a.json)
@@ -192,12 +192,11 @@ def cmd_export_trt(a) -> None:
 
 
 def cmd_bench_backends(a) -> None:
-    import json
-
     import torch
 
     from export.bench import bench_backends
 
+    from .bench import write_json
     from .checkpoint import load_model
     from .pipeline import resolve_device
     if a.threads:
@@ -206,8 +205,7 @@ def cmd_bench_backends(a) -> None:
     model, _ = load_model(cfg.model, a.checkpoints, resolve_device(a.device))
     res = bench_backends(model, a.engines, repeat=a.repeat)
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(res, indent=2))
+        write_json(res, a.json)
 
 
 def cmd_serve(a) -> None:

@@ -79,12 +79,14 @@ class FloatConfig:
     name: str = "float"
 
 
-def _build(cls, data: dict | None):
+def build_dataclass(cls, data: dict | None, what: str | None = None, **overrides):
+    """``cls(**data)`` with ``overrides`` that are not None; unknown keys are a ValueError naming them."""
     data = dict(data or {})
+    data.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s): {', '.join(unknown)}")
+        raise ValueError(f"unknown {what or cls.__name__} option(s): {', '.join(unknown)}")
     return cls(**data)
 
 
@@ -97,8 +99,8 @@ def load_config(path: str | Path) -> FloatConfig:
     if unknown:
         raise ValueError(f"{path}: unknown section(s): {', '.join(unknown)}")
     return FloatConfig(
-        model=_build(ModelConfig, raw.get("model")),
-        sampling=_build(SamplingConfig, raw.get("sampling")),
+        model=build_dataclass(ModelConfig, raw.get("model")),
+        sampling=build_dataclass(SamplingConfig, raw.get("sampling")),
         audio_encoder=dict(raw.get("audio_encoder") or {}),
         emotion_encoder=dict(raw.get("emotion_encoder") or {}),
         backends=dict(raw.get("backends") or {}),

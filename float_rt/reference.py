@@ -22,7 +22,9 @@ def tolerance(key: str) -> float:
     return TOLERANCES.get(key, DEFAULT_TOLERANCE)
 
 
-def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
+def relative_error(ours, ref) -> float:
+    """||ours - ref|| / ||ref|| in float64 (arrays or tensors); inf on a shape mismatch, nan if not finite."""
+    ours, ref = (x.detach().double().cpu().numpy() if isinstance(x, torch.Tensor) else x for x in (ours, ref))
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     if ours.shape != ref.shape:
         return float("inf")

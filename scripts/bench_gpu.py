@@ -29,15 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def cuda_time(fn, repeat=10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    from float_rt.bench import median_time
+    return median_time(fn, repeat, torch.device("cuda")) * 1e3
 
 
 def main() -> int:

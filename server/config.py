@@ -1,11 +1,12 @@
 """Server options (``configs/server.yaml``; command-line flags override them)."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from float_rt.config import build_dataclass
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,9 +47,4 @@ def load_server_config(path: str | Path | None = None, **overrides) -> ServerCon
         if not path.is_file():
             raise FileNotFoundError(f"server config not found: {path}")
         data = (yaml.safe_load(path.read_text()) or {}).get("server", {})
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(ServerConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown server option(s): {', '.join(unknown)}")
-    return ServerConfig(**data)
+    return build_dataclass(ServerConfig, data, "server", **overrides)

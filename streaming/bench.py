@@ -11,7 +11,6 @@ Sections (all on one engine, one audio file):
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -20,16 +19,12 @@ import torch
 
 from float_rt.media import frames_to_uint8
 from float_rt.pipeline import Reference, sampling_with
+from float_rt.reference import relative_error as rel_err
 from float_rt.sampler import emotion_condition, sample_motion
 
 from .engine import Engine, StepTimes
 
 SECTIONS = ("features", "nfe", "offline", "configs", "sessions", "latency")
-
-
-def rel_err(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -229,8 +224,3 @@ def run(bench: StreamBench, sections, png) -> dict:
     for name in sections:
         out[name] = bench.latency(png) if name == "latency" else getattr(bench, name)()
     return out
-
-
-def write_json(results: dict, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(results, indent=2))

@@ -1,11 +1,12 @@
 """Streaming options (``configs/stream.yaml``): window geometry, latency and bounds."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from float_rt.config import build_dataclass
 
 
 @dataclass
@@ -59,9 +60,4 @@ def load_stream_config(path: str | Path | None = None, **overrides) -> StreamCon
             raise FileNotFoundError(f"stream config not found: {path}")
         data = yaml.safe_load(path.read_text()) or {}
         data = data.get("streaming", data)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    names = {f.name for f in dataclasses.fields(StreamConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown streaming option(s): {', '.join(unknown)}")
-    return StreamConfig(**data)
+    return build_dataclass(StreamConfig, data, "streaming", **overrides)

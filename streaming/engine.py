@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from float_rt.checkpoint import AUDIO_DIR, feature_extractor
 from float_rt.config import FloatConfig
 from float_rt.media import frames_to_uint8
 from float_rt.model import FloatModel
 from float_rt.pipeline import Reference, load_with_backends, resolve_device
-from float_rt.sampler import Conditions, Guidance, pad_frames, sample_window, time_grid
+from float_rt.sampler import Conditions, Guidance, emotion_condition, pad_frames, sample_window, time_grid
 
 from .config import StreamConfig
 from .features import encode_windows
@@ -67,10 +66,12 @@ class StepTimes:
 
 class Engine:
     def __init__(self, model: FloatModel, cfg: FloatConfig, stream_cfg: StreamConfig,
-                 normalize_audio: bool = True, device: torch.device | str = "cpu", clock=time.monotonic):
+                 normalize_audio: bool = True, device: torch.device | str = "cpu", clock=time.monotonic,
+                 feature_extractor=None):
         self.model, self.cfg, self.stream_cfg = model, cfg, stream_cfg
         self.device = torch.device(device)
         self.normalize_audio = normalize_audio
+        self.feature_extractor = feature_extractor   # the checkpoint's wav2vec2 preprocessor, if loaded
         self.clock = clock
         self.last_times = StepTimes()
         self.history: collections.deque[StepTimes] = collections.deque(maxlen=10000)
@@ -86,7 +87,7 @@ class Engine:
         dev = resolve_device(device)
         model = load_with_backends(cfg, ckpt_dir, dev)
         fx = feature_extractor(Path(ckpt_dir) / AUDIO_DIR)
-        return cls(model, cfg, stream_cfg, bool(getattr(fx, "do_normalize", True)), dev)
+        return cls(model, cfg, stream_cfg, bool(getattr(fx, "do_normalize", True)), dev, feature_extractor=fx)
 
     # ------------------------------------------------------------------ sessions
     def default_options(self, **overrides) -> SessionOptions:
@@ -99,8 +100,7 @@ class Engine:
         return SessionOptions(**base).validate()
 
     def one_hot(self, label: str) -> torch.Tensor:
-        idx = self.model.labels.index(label.lower())
-        return F.one_hot(torch.tensor([idx]), self.cfg.model.dim_e).float().reshape(1, 1, -1).to(self.device)
+        return emotion_condition(label, None, self.cfg.model.dim_e, self.model.labels).to(self.device)
 
     @torch.no_grad()
     def open_session(self, image: torch.Tensor, options: SessionOptions | None = None,

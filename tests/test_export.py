@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from float_rt.errors import FloatRTError
-from float_rt.motion.fused import FusedDecoder, _FusedModConv, _FusedUpsample, rel_err, to_channels_last
+from float_rt.motion.fused import FusedDecoder, _FusedModConv, _FusedUpsample, to_channels_last
+from float_rt.reference import relative_error as rel_err
 
 
 @pytest.fixture(scope="module")

@@ -132,7 +132,7 @@ def test_streaming_frame_clock_matches_offline_mapping(pipe, speech):
 
 
 def test_more_context_brings_streamed_features_closer(pipe, image, speech):
-    from streaming.bench import rel_err
+    from float_rt.reference import relative_error as rel_err
     offline = pipe.model.encode_audio(pipe.input_values(speech))[0].numpy()
     engine = make_engine(pipe)
     errs = []

@@ -16,8 +16,6 @@ Weights stay constant and batches stay dynamic, so the same module exports to ON
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,7 +146,3 @@ class FusedDecoder(nn.Module):
 
 def to_channels_last(feats: list[torch.Tensor]) -> list[torch.Tensor]:
     return [f.contiguous(memory_format=torch.channels_last) for f in feats]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / max(float(b.double().norm()), math.ulp(1.0)))
