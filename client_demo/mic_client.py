@@ -21,8 +21,12 @@ from pathlib import Path
 
 import av
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # float_rt and server, from a checkout
+from server.ice import rtc_configuration, use_host_addresses  # noqa: E402
+from server.stamp import read_stamp  # noqa: E402
 
 RATE = 16000
 PTIME = 0.02
@@ -126,7 +130,7 @@ class AvatarClient:
         self.hello = json.loads(await self.ws.recv())
         self._answer = asyncio.get_running_loop().create_future()
         self._tasks.append(asyncio.ensure_future(self._read()))
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc = self.pc = RTCPeerConnection(rtc_configuration([]))
         pc.addTransceiver("video", direction="recvonly")
         if self.audio is not None:
             pc.addTrack(self.audio)
@@ -190,17 +194,6 @@ class AvatarClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _read_stamp(img: np.ndarray, bits: int = 16) -> int:
-    """Frame index the server draws with ``stamp`` (16 black/white blocks along the bottom)."""
-    h, w, _ = img.shape
-    bw, bh = w // bits, max(8, h // 16)
-    value = 0
-    for b in range(bits):
-        block = img[h - bh + bh // 4:h - bh // 4, b * bw + bw // 4:(b + 1) * bw - bw // 4]
-        value |= int(block.mean() > 127) << b
-    return value
-
-
 async def measure(url: str, speech: np.ndarray, tail: float = 2.0, token: str | None = None, **options) -> dict:
     """Send ``speech`` (16 kHz mono float) in real time and measure what comes back.
 
@@ -216,7 +209,7 @@ async def measure(url: str, speech: np.ndarray, tail: float = 2.0, token: str | 
 
     def on_video(frame, t):
         img = frame.to_ndarray(format="rgb24")
-        video.append((t, frame.pts, _read_stamp(img), img.shape, float(img.std())))
+        video.append((t, frame.pts, read_stamp(img), img.shape, float(img.std())))
 
     def on_audio(frame, t):
         for f in res.resample(frame):
@@ -253,19 +246,12 @@ async def measure(url: str, speech: np.ndarray, tail: float = 2.0, token: str | 
     return out
 
 
-def _use_ice_hosts(hosts):
-    if hosts:
-        import aioice.ice
-        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(hosts)
-
-
 async def main(a) -> int:
-    _use_ice_hosts(a.ice_host)
+    use_host_addresses(a.ice_host)
     options = {k: v for k, v in dict(emotion=a.emotion, nfe=a.nfe, preset=a.preset, no_crop=a.no_crop or None).items()
                if v is not None}
     if a.avatar:
         options["avatar"] = base64.b64encode(Path(a.avatar).read_bytes()).decode()
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # float_rt, when run from a checkout
     samples = None
     if a.wav:
         from float_rt.media import load_audio

@@ -1,1 +1,1 @@
-"""ONNX / TensorRT export (to be built on float_rt; see the export issue)."""
+"""ONNX graphs, TensorRT engines and per-stage backends (torch, onnxruntime, tensorrt)."""

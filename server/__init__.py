@@ -1,1 +1,1 @@
-"""WebRTC avatar service (to be built on streaming; see the server issue)."""
+"""WebRTC avatar service: signalling, media tracks and limits around the streaming engine."""

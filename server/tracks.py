@@ -17,33 +17,11 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from streaming.session import Frame, Session
 
+from .stamp import draw_stamp
+
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90000
-STAMP_BITS = 16
-
-
-def draw_stamp(img: np.ndarray, index: int) -> np.ndarray:
-    """Write ``index`` as 16 black/white blocks along the bottom edge (decodable after VP8/H.264)."""
-    img = img.copy()
-    h, w, _ = img.shape
-    bw = w // STAMP_BITS
-    bh = max(8, h // 16)
-    for b in range(STAMP_BITS):
-        img[h - bh:, b * bw:(b + 1) * bw] = 255 if (index >> b) & 1 else 0
-    return img
-
-
-def read_stamp(img: np.ndarray) -> int:
-    h, w, _ = img.shape
-    bw, bh = w // STAMP_BITS, max(8, h // 16)
-    value = 0
-    for b in range(STAMP_BITS):
-        block = img[h - bh + bh // 4:h - bh // 4, b * bw + bw // 4:(b + 1) * bw - bw // 4]
-        value |= int(block.mean() > 127) << b
-    return value
-
-
 class _QueueTrack(MediaStreamTrack):
     """A track fed by the pump through a small bounded queue (oldest dropped if the sender stalls).
 

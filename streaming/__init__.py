@@ -1,1 +1,1 @@
-"""Real-time session engine (to be built on float_rt; see the streaming issue)."""
+"""Real-time session engine: one Engine, many Sessions, audio in, paced frames out."""

@@ -8,7 +8,7 @@ import pytest
 from server.config import ServerConfig, load_server_config
 from server.metrics import Metrics
 from server.protocol import MAX_TEXT_BYTES, ProtocolError, parse, parse_offer, parse_set
-from server.tracks import draw_stamp, read_stamp
+from server.stamp import draw_stamp, read_stamp
 
 from conftest import ROOT
 

@@ -4,12 +4,12 @@ import asyncio
 import numpy as np
 
 from float_rt.media import load_audio
-from server.tracks import draw_stamp
+from server.stamp import draw_stamp
 
 
 def test_client_reads_the_server_stamp(client_mod):
     img = draw_stamp(np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8), 1234)
-    assert client_mod._read_stamp(img) == 1234
+    assert client_mod.read_stamp(img) == 1234
 
 
 def test_speech_in_avatar_out(server, client_mod, speech_wav):

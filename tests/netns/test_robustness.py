@@ -13,7 +13,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from float_rt.media import load_audio
-from server.tracks import read_stamp
+from server.stamp import read_stamp
 
 from helpers import make_server
 
