@@ -357,7 +357,7 @@ class Session:
                         await self._wake.wait()
         cfg = self.stream_cfg
         period = 1.0 / self.fps
-        delay = self.stream_cfg.algorithmic_latency_ms(self.fps) / 1e3 + (cfg.jitter_ms + cfg.output_delay_ms) / 1e3
+        delay = (cfg.algorithmic_latency_ms(self.fps) + cfg.jitter_ms + cfg.output_delay_ms) / 1e3
         anchor = self.started + delay
         tick = self.clock()
         while not self.done:
@@ -381,8 +381,4 @@ class Session:
         if self._last is None or self.done:
             return None
         self.stats.duplicated += 1
-        last = self._last
-        dup = dataclasses.replace(last, audio=np.zeros_like(last.audio), duplicate=True)
-        self._stamp(dup)
-        self._last = last
-        return dup
+        return self._stamp(dataclasses.replace(self._last, audio=np.zeros_like(self._last.audio), duplicate=True))
