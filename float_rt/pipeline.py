@@ -51,6 +51,12 @@ class Reference:
     r_s: torch.Tensor               # (1, dim_w) reference motion
     feats: list[torch.Tensor]       # skip features, coarsest first
 
+    @classmethod
+    @torch.no_grad()
+    def encode(cls, model: FloatModel, image: torch.Tensor) -> "Reference":
+        s_r, _, r_s, feats = model.motion.encode_reference(image.to(model.device))
+        return cls(s_r, r_s, feats)
+
 
 class FloatPipeline:
     def __init__(self, model: FloatModel, cfg: FloatConfig, preprocessor, device: torch.device,
@@ -68,8 +74,7 @@ class FloatPipeline:
     # ------------------------------------------------------------ stages
     @torch.no_grad()
     def encode_reference(self, image: torch.Tensor) -> Reference:
-        s_r, _, r_s, feats = self.model.motion.encode_reference(image.to(self.device))
-        return Reference(s_r, r_s, feats)
+        return Reference.encode(self.model, image)
 
     def input_values(self, samples: np.ndarray, warn_silence: bool = False) -> torch.Tensor:
         check_audio(samples, warn_silence=warn_silence)

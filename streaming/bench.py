@@ -63,8 +63,7 @@ class StreamBench:
                           return_tensors="np").input_values.astype(np.float32)
         self.iv = torch.from_numpy(iv).to(engine.device)
         self.offline_wa = m.encode_audio(self.iv)[0].cpu().numpy()
-        s_r, _, r_s, feats = m.motion.encode_reference(image.to(engine.device))
-        self.ref = Reference(s_r, r_s, feats)
+        self.ref = Reference.encode(m, image)
         self.chunk_s = engine.stream_cfg.chunk_frames / engine.cfg.model.fps
 
     def offline_motion(self, nfe: int = 10) -> np.ndarray:

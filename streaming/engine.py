@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from float_rt.checkpoint import AUDIO_DIR, feature_extractor
-from float_rt.config import FloatConfig
+from float_rt.config import FloatConfig, build_dataclass
 from float_rt.media import frames_to_uint8
 from float_rt.model import FloatModel
 from float_rt.pipeline import Reference, load_with_backends, resolve_device
@@ -96,8 +96,7 @@ class Engine:
                     nfe=sc.nfe, chunk_frames=sc.chunk_frames,
                     lookahead_frames=sc.frames_of(sc.lookahead_ms, fps),
                     left_frames=sc.frames_of(sc.left_context_ms, fps), noise=sc.noise, seed=sc.seed)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return SessionOptions(**base).validate()
+        return build_dataclass(SessionOptions, base, "session", **overrides).validate()
 
     def one_hot(self, label: str) -> torch.Tensor:
         return emotion_condition(label, None, self.cfg.model.dim_e, self.model.labels).to(self.device)
@@ -111,8 +110,7 @@ class Engine:
         comes, input is skipped when compute falls behind); otherwise it waits for audio.
         """
         options = (options or self.default_options()).validate()
-        s_r, _, r_s, feats = self.model.motion.encode_reference(image.to(self.device))
-        ref = Reference(s_r, r_s, feats)
+        ref = Reference.encode(self.model, image)
         emotion = self.one_hot(options.emotion or "neutral")
         session = Session(self, ref, options, live, emotion, clock=self.clock)
         with self._lock:
