@@ -1,10 +1,23 @@
 PYTHON ?= python3
 DEMO_DIR ?= .cache/demo-small
+# Everything installs into the active virtual environment, or else into the project's own
+# .venv (created on first use): Debian's system Python refuses `pip install` (PEP 668).
+VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+# CI installs every extra that runs without a GPU (tensorrt needs CUDA; see README).
+TEST_EXTRAS ?= test,livekit,pipecat
 
-.PHONY: install system-deps demo offline-demo test bench bench-stream
+.PHONY: install install-test system-deps demo offline-demo test bench bench-stream
 
-install:
-	$(PYTHON) -m pip install -q -e '.[test]'
+$(PY):
+	bash scripts/make-venv.sh "$(PYTHON)" "$(VENV)"
+
+install: $(PY)
+	$(PY) -m pip install -q -e .
+
+install-test: $(PY)
+	$(PY) -m pip install -q -e '.[$(TEST_EXTRAS)]'
 
 system-deps:
 	bash scripts/install-system-deps.sh
@@ -12,25 +25,24 @@ system-deps:
 # The main job: the WebRTC avatar server on the embedded demo weights (small model,
 # recipe weights written to ~/.cache/float-rt on first start).  Open http://127.0.0.1:8080/
 demo: install
-	float-rt serve --demo
+	$(BIN)/float-rt serve --demo
 
 # Offline generation: recipe weights of the small model, real speech from espeak-ng, a real portrait.
 offline-demo: install system-deps
-	float-rt demo-weights --config configs/small.yaml --out $(DEMO_DIR)
+	$(BIN)/float-rt demo-weights --config small --out $(DEMO_DIR)
 	espeak-ng -w $(DEMO_DIR)/speech.wav "Hello! I am FLOAT R T, a talking avatar."
-	$(PYTHON) -c "import cv2, skimage.data as d; cv2.imwrite('$(DEMO_DIR)/astronaut.png', cv2.cvtColor(d.astronaut(), cv2.COLOR_RGB2BGR))"
-	float-rt generate --checkpoints $(DEMO_DIR) --config configs/small.yaml \
-	    --ref $(DEMO_DIR)/astronaut.png --audio $(DEMO_DIR)/speech.wav --out out/demo.mp4
+	$(BIN)/float-rt generate --checkpoints $(DEMO_DIR) --config small \
+	    --ref client_demo/avatars/astronaut.jpg --audio $(DEMO_DIR)/speech.wav --out out/demo.mp4
 
-test: install system-deps
-	$(PYTHON) -m pytest -q
+test: install-test system-deps
+	$(PY) -m pytest -q
 
 bench: install
-	float-rt demo-weights --config configs/float-512.yaml --out .cache/recipe-512
-	float-rt bench --config configs/float-512.yaml --checkpoints .cache/recipe-512 --json out/bench-512.json
+	$(BIN)/float-rt demo-weights --config float-512 --out .cache/recipe-512
+	$(BIN)/float-rt bench --config float-512 --checkpoints .cache/recipe-512 --json out/bench-512.json
 
 bench-stream: install system-deps
-	float-rt demo-weights --config configs/small.yaml --out $(DEMO_DIR)
+	$(BIN)/float-rt demo-weights --config small --out $(DEMO_DIR)
 	espeak-ng -w $(DEMO_DIR)/speech.wav "Hello there. I am a talking avatar, and this is real speech for the benchmark."
-	float-rt bench-stream --config configs/small.yaml --checkpoints $(DEMO_DIR) --ref client_demo/avatars/astronaut.jpg \
+	$(BIN)/float-rt bench-stream --config small --checkpoints $(DEMO_DIR) --ref client_demo/avatars/astronaut.jpg \
 	    --audio $(DEMO_DIR)/speech.wav --json out/bench-stream-small.json --plot out/stream-latency-small.png

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ LAYOUT = f"""expected layout:
 @dataclass
 class LoadReport:
     ignored: dict[str, list[str]] = field(default_factory=dict)   # file -> extra keys
+    used: dict[str, int] = field(default_factory=dict)            # file -> tensors taken from it
 
     def summary(self) -> str:
         parts = [f"{name}: {len(keys)} unused key(s) ignored ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
@@ -72,19 +74,70 @@ def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:
     raise _missing(folder / names[-1], what)
 
 
-def hf_config(folder: Path) -> Wav2Vec2Config:
+# wav2vec2 config.json fields that fix the network we build: each must be present.  Published
+# folders (and their mirrors) carry many more; the rest are training options and are ignored.
+W2V_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "conv_dim",
+                "conv_kernel", "conv_stride", "conv_bias", "feat_extract_norm", "do_stable_layer_norm",
+                "num_conv_pos_embeddings", "num_conv_pos_embedding_groups")
+# Used when present; transformers' defaults are the published values otherwise.
+W2V_OPTIONAL = ("hidden_act", "feat_extract_activation", "layer_norm_eps")
+PREPROCESSOR_FIELDS = ("feature_size", "sampling_rate", "padding_value", "do_normalize", "return_attention_mask")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    return data
+
+
+def hf_config(folder: Path, classifier: bool = False) -> Wav2Vec2Config:
+    """The wav2vec2 config of a published folder, read tolerantly.
+
+    Unknown or irrelevant fields are ignored (a mirror's uploader may have edited the file);
+    a field the network needs is an error naming it when it is missing or malformed.
+    """
     if not folder.is_dir():
         raise _missing(folder, "folder")
-    if not (folder / "config.json").is_file():
-        raise _missing(folder / "config.json", "config.json")
-    return Wav2Vec2Config.from_pretrained(str(folder), local_files_only=True)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise _missing(path, "config.json")
+    raw = _read_json(path)
+    missing = [k for k in W2V_REQUIRED if k not in raw]
+    kwargs = {k: raw[k] for k in (*W2V_REQUIRED, *W2V_OPTIONAL) if k in raw}
+    if classifier:
+        if isinstance(raw.get("id2label"), dict):
+            kwargs["id2label"] = {int(k): str(v) for k, v in raw["id2label"].items()}
+        elif "num_labels" in raw:
+            kwargs["num_labels"] = raw["num_labels"]
+        else:
+            missing.append("id2label (or num_labels)")
+        if raw.get("pooling_mode", "mean") != "mean":
+            raise CheckpointError(f"{path}: pooling_mode {raw['pooling_mode']!r} is not supported (FLOAT uses 'mean')")
+    if missing:
+        raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}")
+    try:
+        return Wav2Vec2Config(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - transformers' strict validation names the field
+        raise CheckpointError(f"{path}: {' '.join(str(exc).split())}") from exc
 
 
 def feature_extractor(folder: Path) -> Wav2Vec2FeatureExtractor:
-    if (folder / "preprocessor_config.json").is_file():
-        return Wav2Vec2FeatureExtractor.from_pretrained(str(folder), local_files_only=True)
-    log.warning("%s has no preprocessor_config.json; using 16 kHz with normalisation", folder)
-    return Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False)
+    """The folder's input preprocessor (16 kHz, normalised), read as tolerantly as its config."""
+    path = folder / "preprocessor_config.json"
+    kwargs = {"feature_size": 1, "sampling_rate": 16000, "padding_value": 0.0, "do_normalize": True,
+              "return_attention_mask": False}
+    if path.is_file():
+        raw = _read_json(path)
+        kwargs.update({k: raw[k] for k in PREPROCESSOR_FIELDS if k in raw})
+    else:
+        log.warning("%s has no preprocessor_config.json; using 16 kHz with normalisation", folder)
+    if kwargs["sampling_rate"] != 16000:
+        raise CheckpointError(f"{path}: sampling_rate {kwargs['sampling_rate']!r}; the model takes 16000 Hz audio")
+    return Wav2Vec2FeatureExtractor(**kwargs)
 
 
 def _apply(entries: list[KeyEntry], state: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
@@ -112,27 +165,50 @@ def _apply(entries: list[KeyEntry], state: dict[str, torch.Tensor], target: dict
 
 
 def build_model(cfg: ModelConfig, ckpt_dir: Path) -> FloatModel:
-    return FloatModel(cfg, hf_config(ckpt_dir / AUDIO_DIR), hf_config(ckpt_dir / EMOTION_DIR))
+    return FloatModel(cfg, hf_config(ckpt_dir / AUDIO_DIR), hf_config(ckpt_dir / EMOTION_DIR, classifier=True))
+
+
+def _fill(model: FloatModel, ckpt_dir: Path, target: dict[str, torch.Tensor]) -> LoadReport:
+    """The loader's check: every tensor of the three files against ``model``, copied into ``target``."""
+    float_path = _find(ckpt_dir, FLOAT_FILES, "float.pth")
+    report = LoadReport()
+    files = [(float_path, float_keys(model))]
+    for which, sub in (("audio", AUDIO_DIR), ("emotion", EMOTION_DIR)):
+        files.append((_find(ckpt_dir / sub, HF_WEIGHTS, "weights file"), hf_keys(model, which)))
+    for path, entries in files:
+        name = path.relative_to(ckpt_dir).as_posix()
+        report.ignored[name] = _apply(entries, read_tensors(path), target, path)
+        report.used[name] = sum(e.ours is not None for e in entries)
+    return report
+
+
+def _folder(ckpt_dir: str | Path) -> Path:
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise _missing(ckpt_dir, "checkpoint folder")
+    _find(ckpt_dir, FLOAT_FILES, "float.pth")
+    return ckpt_dir
 
 
 def load_model(cfg: ModelConfig, ckpt_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FloatModel, LoadReport]:
     """Build FloatModel for ``cfg`` and fill it exactly from a checkpoint folder."""
-    ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        raise _missing(ckpt_dir, "checkpoint folder")
-    float_path = _find(ckpt_dir, FLOAT_FILES, "float.pth")
+    ckpt_dir = _folder(ckpt_dir)
     model = build_model(cfg, ckpt_dir)
     target = model.state_dict()
-    report = LoadReport()
-    report.ignored[float_path.name] = _apply(float_keys(model), read_tensors(float_path), target, float_path)
-    for which, sub in (("audio", AUDIO_DIR), ("emotion", EMOTION_DIR)):
-        path = _find(ckpt_dir / sub, HF_WEIGHTS, "weights file")
-        report.ignored[f"{sub}/{path.name}"] = _apply(hf_keys(model, which), read_tensors(path), target, path)
+    report = _fill(model, ckpt_dir, target)
     model.load_state_dict(target)
     model.motion.direction.invalidate()
     if report.summary():
         log.info(report.summary())
     return model.to(device).eval(), report
+
+
+def check_folder(cfg: ModelConfig, ckpt_dir: str | Path) -> LoadReport:
+    """The loader's key and shape check of a folder, without allocating the model (files memory-mapped)."""
+    ckpt_dir = _folder(ckpt_dir)
+    with torch.device("meta"):
+        model = build_model(cfg, ckpt_dir)
+    return _fill(model, ckpt_dir, model.state_dict())
 
 
 def official_state(model: FloatModel, which: str) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@ import http
 import json
 import logging
 import mimetypes
-import os
 import signal
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -23,34 +22,29 @@ from websockets.http11 import Request, Response
 from float_rt.config import EMOTIONS, load_config
 from float_rt.errors import FloatRTError
 from float_rt.media import load_image
+from float_rt.resources import cache_dir, config_path, resolve_checkpoints
 from streaming.config import load_stream_config
 from streaming.engine import Engine
 
 from . import protocol
-from .config import ROOT, ServerConfig
+from .config import ServerConfig, packaged_page
 from .connection import Connection
-from .ice import use_host_addresses
+from .ice import configure_host_candidates
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = ROOT / "configs" / "small.yaml"
+DEMO_CONFIG = "small"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
-def demo_cache_dir() -> Path:
-    if os.environ.get("FLOAT_RT_CACHE"):
-        return Path(os.environ["FLOAT_RT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "float-rt"
 
 
 def ensure_demo_weights(folder: Path | None = None) -> Path:
     """Recipe weights of the small config, written once into the cache."""
     from float_rt.recipe import write_recipe_checkpoints
-    folder = folder or demo_cache_dir() / "demo-small"
+    folder = folder or cache_dir() / "demo-small"
     if not (folder / "RECIPE_WEIGHTS.txt").is_file():
-        print(f"writing demo (recipe) weights of configs/small.yaml to {folder} (first start only)")
-        write_recipe_checkpoints(load_config(DEMO_CONFIG), folder)
+        print(f"writing demo (recipe) weights of the small config to {folder} (first start only)")
+        write_recipe_checkpoints(load_config(config_path(DEMO_CONFIG)), folder)
     return folder
 
 
@@ -60,23 +54,28 @@ class AvatarServer:
         self.metrics = Metrics()
         self.connections: set[Connection] = set()
         self.active = 0
-        self.static = Path(cfg.static_dir).resolve()
+        self.static = Path(cfg.static_dir or packaged_page()).resolve()
         self.allowed_origins = list(cfg.allowed_origins)
 
     @classmethod
     def create(cls, cfg: ServerConfig) -> "AvatarServer":
         if cfg.demo:
             cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
-            cfg.config = str(DEMO_CONFIG)
+            cfg.config = DEMO_CONFIG
         if not cfg.checkpoints:
-            raise FloatRTError("--checkpoints DIR is required (or --demo for the embedded demo weights)")
+            try:
+                cfg.checkpoints = str(resolve_checkpoints(None))
+            except FloatRTError as exc:
+                raise FloatRTError(f"{exc}\nOr serve the embedded demo weights: float-rt serve --demo") from None
         try:
-            model_cfg = load_config(cfg.config)
-            stream_cfg = load_stream_config(cfg.stream_config)
+            model_cfg = load_config(config_path(cfg.config))
+            stream_cfg = load_stream_config(config_path(cfg.stream_config))
         except (OSError, ValueError) as exc:
             raise FloatRTError(str(exc)) from exc
         _set_video_bitrate(cfg.video_bitrate)
-        use_host_addresses(cfg.ice_hosts)
+        extra = configure_host_candidates(cfg.host, cfg.ice_hosts)
+        if extra and not cfg.ice_hosts:
+            log.info("loopback listener: also offering ICE host candidates %s", ", ".join(extra))
         engine = Engine.from_checkpoints(cfg.checkpoints, model_cfg, stream_cfg, cfg.device)
         return cls(cfg, engine)
 

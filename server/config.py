@@ -2,21 +2,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from float_rt.config import build_dataclass
+from float_rt.resources import config_path
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def packaged_page() -> Path:
+    """The demo page shipped as package data (``client_demo``: page, script, avatars)."""
+    return Path(str(resources.files("client_demo")))
 
 
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    config: str = str(ROOT / "configs" / "float-512.yaml")
-    stream_config: str = str(ROOT / "configs" / "stream.yaml")
+    config: str = "float-512"                  # model config: a packaged name or a YAML path
+    stream_config: str = "stream"
     checkpoints: str | None = None
     device: str | None = None
     max_sessions: int = 4
@@ -30,7 +35,7 @@ class ServerConfig:
     video_delay_ms: float = 30.0               # lip-sync compensation (measured: tests/netns/test_e2e.py)
     connect_timeout_s: float = 20.0            # offer -> ICE connected
     idle_timeout_s: float = 0.0                # close sessions without client messages or media (0: never)
-    static_dir: str = str(ROOT / "client_demo")
+    static_dir: str | None = None              # the page's folder (default: the packaged client_demo)
     demo: bool = False
 
     def __post_init__(self):
@@ -40,11 +45,9 @@ class ServerConfig:
             raise ValueError("max_sessions must be >= 1")
 
 
-def load_server_config(path: str | Path | None = None, **overrides) -> ServerConfig:
+def load_server_config(path: str | Path | None = "server", **overrides) -> ServerConfig:
+    """``configs/server.yaml`` (or another file) with overrides; ``path=None``: the dataclass defaults."""
     data = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"server config not found: {path}")
-        data = (yaml.safe_load(path.read_text()) or {}).get("server", {})
+        data = (yaml.safe_load(config_path(path).read_text()) or {}).get("server", {})
     return build_dataclass(ServerConfig, data, "server", **overrides)

@@ -6,22 +6,52 @@ addresses offered (process-wide: aioice has no per-connection option for it).
 """
 from __future__ import annotations
 
+import ipaddress
+
 import aioice.ice
 
 _original = aioice.ice.get_host_addresses
 
 
-def use_host_addresses(addresses: list[str] | None) -> None:
-    """Offer exactly these host addresses (None or empty: aioice's own choice)."""
+def use_host_addresses(addresses: list[str] | None, keep_default: bool = False) -> None:
+    """Offer exactly these host addresses (None or empty: aioice's own choice).
+
+    ``keep_default``: offer them in addition to the addresses aioice finds itself.
+    """
     if not addresses:
         aioice.ice.get_host_addresses = _original
         return
     pinned = list(addresses)
 
     def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in pinned if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+        own = _original(use_ipv4, use_ipv6) if keep_default else []
+        return own + [a for a in pinned if a not in own and ((":" in a and use_ipv6) or (":" not in a and use_ipv4))]
 
     aioice.ice.get_host_addresses = host_addresses
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def configure_host_candidates(host: str, pinned: list[str] | None) -> list[str] | None:
+    """The server's ICE host addresses: ``--ice-host`` when given; for a loopback listener also
+    127.0.0.1 (aioice skips loopback, so a machine with no other interface would offer nothing);
+    otherwise aioice's own.  Returns the extra addresses offered, if any."""
+    if pinned:
+        use_host_addresses(pinned)
+        return list(pinned)
+    if is_loopback(host):
+        extra = ["::1"] if host == "::1" else ["127.0.0.1"]
+        use_host_addresses(extra, keep_default=True)
+        return extra
+    use_host_addresses(None)
+    return None
 
 
 def rtc_configuration(ice_servers: list[str]):

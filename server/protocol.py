@@ -32,11 +32,23 @@ class ProtocolError(Exception):
 
 
 def parse(text: str | bytes) -> dict[str, Any]:
-    """One client text message -> dict with a known ``type``."""
+    """One client text message -> dict with a known ``type``.
+
+    Only an offer (it carries the avatar image) may be over 64 KB, so a larger message that does
+    not parse is answered ``too_large``; nesting too deep for the parser is ``bad_json`` whatever
+    the size, and never more than an error for that one message.
+    """
     size = len(text.encode() if isinstance(text, str) else text)
+    if size > MAX_OFFER_BYTES:
+        raise ProtocolError("too_large", f"message is {size} bytes; the limit is {MAX_OFFER_BYTES} (offers)")
     try:
         msg = json.loads(text)
+    except RecursionError:
+        raise ProtocolError("bad_json", "message is nested too deeply to be a protocol message") from None
     except (ValueError, UnicodeDecodeError) as exc:
+        if size > MAX_TEXT_BYTES:
+            raise ProtocolError("too_large", f"message is {size} bytes and not a valid offer; "
+                                             f"the limit is {MAX_TEXT_BYTES}") from None
         raise ProtocolError("bad_json", f"message is not valid JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_message", "message must be a JSON object")

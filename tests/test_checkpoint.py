@@ -119,6 +119,6 @@ def test_emotion_folder_from_bin_and_safetensors_agree(small_cfg, small_ckpt, sm
 
 
 def test_convert_cli(small_ckpt, tmp_path):
-    from float_rt.cli import main
+    from server.cli import main
     assert main(["convert", str(small_ckpt), str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "wav2vec2-base-960h" / "config.json").is_file()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import SMALL, write_audio
-from float_rt.cli import main
+from server.cli import main
 
 
 def _generate(small_ckpt, ref, audio, out, *extra):
@@ -76,7 +76,7 @@ def test_bad_input_is_one_line_and_exit_2(small_ckpt, portrait_png, speech_wav, 
 
 
 def test_unknown_emotion_is_rejected_by_the_cli(small_ckpt, portrait_png, speech_wav, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "float_rt.cli", "generate", "--checkpoints", str(small_ckpt),
+    r = subprocess.run([sys.executable, "-m", "server.cli", "generate", "--checkpoints", str(small_ckpt),
                         "--ref", str(portrait_png), "--audio", str(speech_wav), "--out", str(tmp_path / "o.mp4"),
                         "--emo", "bored"], capture_output=True, text=True)
     assert r.returncode == 2 and "invalid choice: 'bored'" in r.stderr

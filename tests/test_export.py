@@ -181,7 +181,7 @@ def test_tensorrt_without_cuda_is_a_clear_error(tmp_path):
 
 def test_export_cli(small_ckpt, tmp_path, capsys):
     from conftest import SMALL
-    from float_rt.cli import main
+    from server.cli import main
     assert main(["export", "onnx", "--checkpoints", str(small_ckpt), "--config", str(SMALL),
                  "--out", str(tmp_path / "e")]) == 0
     out = capsys.readouterr().out

@@ -7,7 +7,7 @@ import pytest
 
 from server.config import ServerConfig, load_server_config
 from server.metrics import Metrics
-from server.protocol import MAX_TEXT_BYTES, ProtocolError, parse, parse_offer, parse_set
+from server.protocol import MAX_OFFER_BYTES, MAX_TEXT_BYTES, ProtocolError, parse, parse_offer, parse_set
 from server.stamp import draw_stamp, read_stamp
 
 from conftest import ROOT
@@ -25,6 +25,16 @@ def test_parse_rejects_bad_messages():
     assert code_of(parse, json.dumps({"type": "x"})) == "unknown_type"
     assert code_of(parse, json.dumps({"type": "set", "x": "y" * MAX_TEXT_BYTES})) == "too_large"
     assert parse(json.dumps({"type": "bye"})) == {"type": "bye"}
+
+
+def test_parse_answers_hostile_messages_with_their_codes():
+    assert code_of(parse, "x" * (2 * 2**20)) == "too_large"                  # 2 MB that is no offer
+    assert code_of(parse, "{" + "x" * (2 * 2**20)) == "too_large"
+    assert code_of(parse, "x" * (MAX_TEXT_BYTES - 10)) == "bad_json"
+    assert code_of(parse, "[" * 100_000 + "]" * 100_000) == "bad_json"      # 100,000 levels
+    assert code_of(parse, '{"a":' * 100_000 + "1" + "}" * 100_000) == "bad_json"
+    assert code_of(parse, '{"type": "offer", "x": ' + "[" * 5000 + "]" * 5000 + "}") == "bad_json"
+    assert code_of(parse, "x" * (MAX_OFFER_BYTES + 1)) == "too_large"
 
 
 def test_offer_options():

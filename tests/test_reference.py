@@ -62,7 +62,7 @@ def test_seeded_window_noise_is_the_official_x0():
 
 
 def test_reference_cli_writes_all_keys(tmp_path):
-    from float_rt.cli import main
+    from server.cli import main
     out = tmp_path / "ours.npz"
     assert main(["reference", str(CASE), "--out", str(out)]) == 0
     written = set(np.load(out).files)

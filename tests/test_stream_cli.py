@@ -6,7 +6,7 @@ import av
 import numpy as np
 from conftest import SMALL, write_audio
 
-from float_rt.cli import main
+from server.cli import main
 from float_rt.media import load_audio
 
 

@@ -117,7 +117,9 @@ def test_malformed_and_oversized_messages_get_errors(server, portrait_png):
                     json.dumps({"type": "offer", "sdp": "v=0\r\n", "nfe": 1000}),
                     json.dumps({"type": "offer", "sdp": "v=0\r\n", "emotion": "bored"}),
                     json.dumps({"type": "offer", "sdp": "v=0\r\n", "preset": "nobody"}),
-                    json.dumps({"type": "offer", "sdp": "v=0\r\n", "preset": "astronaut"})]:
+                    json.dumps({"type": "offer", "sdp": "v=0\r\n", "preset": "astronaut"}),
+                    "x" * (2 * 2**20),                     # 2 MB of text that is no offer
+                    "[" * 100_000 + "]" * 100_000]:        # 100,000 levels of nesting
             reply = await ask(ws, msg)
             assert reply["type"] == "error" and reply["message"]
             codes.append(reply["code"])
@@ -134,7 +136,7 @@ def test_malformed_and_oversized_messages_get_errors(server, portrait_png):
     codes = asyncio.run(main())
     assert codes == ["bad_json", "bad_message", "unknown_type", "no_session", "no_session", "no_session",
                      "too_large", "bad_sdp", "bad_image", "image_too_large", "bad_option", "bad_option",
-                     "bad_preset", "bad_sdp"]
+                     "bad_preset", "bad_sdp", "too_large", "bad_json"]
     assert wait_until(lambda: idle(server))
     assert json.loads(urllib.request.urlopen(server.http + "/healthz").read())["status"] == "ok"
 

@@ -1,0 +1,1 @@
+"""Configs shipped with FLOAT-RT (package data, read through importlib.resources)."""
