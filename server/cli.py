@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from float_rt import cli as model_cli
 from float_rt.errors import FloatRTError
@@ -24,6 +25,30 @@ def cmd_serve(a) -> None:
     except (OSError, ValueError) as exc:
         raise FloatRTError(str(exc)) from exc
     run(cfg)
+
+
+def cmd_livekit_worker(a) -> None:
+    try:
+        from .livekit.job import preset_images
+        from .livekit.worker import require_env, run_worker
+    except ImportError as exc:
+        raise FloatRTError(f"livekit-worker needs the livekit extra: pip install 'float-rt[livekit]' ({exc})") from None
+    from float_rt.resources import config_path, resolve_checkpoints
+    from streaming.config import load_stream_config
+    from streaming.engine import Engine
+
+    from .config import packaged_page
+    require_env()      # before the model loads: say at once what is missing
+    if a.max_sessions < 1:
+        raise FloatRTError("--max-sessions must be >= 1")
+    cfg = model_cli.load_config_arg(a.config)
+    try:
+        scfg = load_stream_config(config_path(a.stream_config))
+    except (OSError, ValueError) as exc:
+        raise FloatRTError(str(exc)) from exc
+    presets = preset_images([packaged_page() / "avatars", *map(Path, a.avatars or [])])
+    engine = Engine.from_checkpoints(resolve_checkpoints(a.checkpoints), cfg, scfg, a.device)
+    run_worker(engine, a.max_sessions, presets, a.agent_name)
 
 
 def add_commands(sub) -> None:
@@ -46,6 +71,17 @@ def add_commands(sub) -> None:
     sv.add_argument("--video-codec", choices=["vp8", "h264"], default=None)
     sv.add_argument("--video-bitrate", type=int, default=None)
     sv.set_defaults(func=cmd_serve)
+
+    lw = sub.add_parser("livekit-worker", help="LiveKit Agents avatar worker: one engine on one device "
+                                               "(needs float-rt[livekit] and LIVEKIT_URL/API_KEY/API_SECRET)")
+    model_cli.add_checkpoints_arg(lw)
+    lw.add_argument("--config", default="float-512", help="model config: " + model_cli.CONFIG_HELP)
+    lw.add_argument("--stream-config", default="stream")
+    lw.add_argument("--device", default=None, help="cpu, cuda or cuda:N: one worker per GPU")
+    lw.add_argument("--max-sessions", type=int, default=4, help="avatars this worker takes before it reports full")
+    lw.add_argument("--agent-name", default="float-rt-avatar", help="the name agents dispatch avatar jobs to")
+    lw.add_argument("--avatars", action="append", default=None, help="folder of preset portraits (repeatable)")
+    lw.set_defaults(func=cmd_livekit_worker)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -130,7 +130,7 @@ class Connection:
             raise
         m = srv.engine.cfg.model
         self.video = AvatarVideoTrack(srv.cfg.video_size, m.fps, stamp=opts.stamp)
-        self.audio = AvatarAudioTrack(m.sampling_rate)
+        self.audio = AvatarAudioTrack(self.session.audio.out_rate)
         pc = self.pc = RTCPeerConnection(rtc_configuration(srv.cfg.ice_servers))
 
         @pc.on("track")

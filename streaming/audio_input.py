@@ -160,3 +160,96 @@ class AudioInput:
         dropped = max(0, self.buffer.size - keep)
         self.buffer = self.buffer[:keep].copy()
         return dropped
+
+
+class SessionAudio:
+    """A session's audio on one timeline at two rates.
+
+    ``model`` is what the encoder reads (16 kHz).  ``out`` is the speech handed back with each
+    frame, at the rate the transport plays (a TTS's 24 kHz, say): pushed at that rate it is the
+    very input samples, not a round trip through 16 kHz.  When the two rates agree they are one
+    buffer.  Positions are model samples; ``out`` positions follow as ``pos * out_rate / rate``.
+    """
+
+    def __init__(self, rate: int = 16000, out_rate: int | None = None):
+        self.model = AudioInput(rate=rate)
+        self.out = self.model if out_rate in (None, rate) else AudioInput(rate=out_rate)
+        self._filler: tuple[int, int] | None = None    # where inserted silence began (model, out)
+
+    @property
+    def rate(self) -> int:
+        return self.model.rate
+
+    @property
+    def out_rate(self) -> int:
+        return self.out.rate
+
+    @property
+    def end(self) -> int:
+        return self.model.end
+
+    @property
+    def start(self) -> int:
+        return self.model.start
+
+    @property
+    def sanitised(self) -> int:
+        return self.model.sanitised
+
+    def _out_pos(self, pos: int) -> int:
+        return pos * self.out.rate // self.model.rate
+
+    def _both(self) -> tuple[AudioInput, ...]:
+        return (self.model,) if self.out is self.model else (self.model, self.out)
+
+    def push(self, samples, sample_rate: int, pts: int | None = None) -> tuple[int, int]:
+        """Append a chunk; returns where it landed on the ``out`` timeline, [start, end)."""
+        start = self.out.end
+        for buf in self._both():
+            buf.push(samples, sample_rate, pts)
+        return start, self.out.end
+
+    def fill_silence(self, until: int) -> None:
+        """Live and starved: silence up to model position ``until`` (real audio may replace it)."""
+        if self._filler is None:
+            self._filler = (self.model.end, self.out.end)
+        self.model.append_silence(until - self.model.end)
+        if self.out is not self.model:
+            self.out.append_silence(self._out_pos(until) - self.out.end)
+
+    def drop_filler(self, keep_until: int) -> None:
+        """Real audio arrived: inserted silence after ``keep_until`` (model) makes way for it."""
+        if self._filler is not None:
+            self.model.drop_after(max(self._filler[0], keep_until))
+            if self.out is not self.model:
+                self.out.drop_after(max(self._filler[1], self._out_pos(keep_until)))
+            self._filler = None
+
+    def drop_after(self, pos: int) -> None:
+        self._filler = None
+        self.model.drop_after(pos)
+        if self.out is not self.model:
+            self.out.drop_after(self._out_pos(pos))
+
+    def trim(self, model_from: int, out_from: int) -> None:
+        """Forget model samples before ``model_from`` and out samples before ``out_from``."""
+        self.model.trim(model_from)
+        if self.out is not self.model:
+            self.out.trim(out_from)
+
+    def flush(self) -> None:
+        for buf in self._both():
+            buf.flush()
+
+    def pad_to(self, pos: int) -> None:
+        """End of input: repeat the last sample up to ``pos`` (the offline clip padding)."""
+        m = self.model
+        if m.end < pos:
+            last = m.buffer[-1:] if m.buffer.size else np.zeros(1, np.float32)
+            m.buffer = np.concatenate([m.buffer, np.repeat(last, pos - m.end)])
+
+    def read(self, a: int, b: int) -> np.ndarray:
+        return self.model.read(a, b)
+
+    def read_out(self, a: int, b: int) -> np.ndarray:
+        return self.out.read(a, b)

@@ -112,7 +112,8 @@ class Engine:
         options = (options or self.default_options()).validate()
         ref = Reference.encode(self.model, image)
         emotion = self.one_hot(options.emotion or "neutral")
-        session = Session(self, ref, options, live, emotion, clock=self.clock)
+        session = Session(self.cfg.model, self.stream_cfg, ref, options, live, emotion, wake=self.notify,
+                          release=self.remove, clock=self.clock)
         with self._lock:
             self._sessions.append(session)
         return session
@@ -197,7 +198,7 @@ class Engine:
                     emo = s.audio.read(max(0, end - n), end)
                     plan.emotion_audio = torch.from_numpy(s.norm.apply(emo) if self.normalize_audio else emo)
             for j in range(t, t + commit):
-                plan.audio.append(s.audio.read(j * spf, (j + 1) * spf).copy())
+                plan.audio.append(s.audio.read_out(j * s.spo, (j + 1) * s.spo).copy())
                 plan.arrived.append(s.arrival_of((j + 1) * spf))
         return plan
 
@@ -286,7 +287,7 @@ class Engine:
             k.prev_wa = torch.cat([k.prev_wa, wa[:, :c]], dim=1)[:, -pn:]
             k.next_frame = p.t + c
             keep = max(s.options.left_frames, self.stream_cfg.emotion_window_ms * s.fps // 1000)
-            s.audio.trim(min((k.next_frame - int(keep)) * s.spf, k.norm_pos))
+            s.audio.trim(min((k.next_frame - int(keep)) * s.spf, k.norm_pos), k.next_frame * s.spo)
 
     def _decode(self, items: list[tuple[Reference, torch.Tensor]]) -> list[np.ndarray]:
         """Render the committed latents of several sessions in shared decoder batches."""

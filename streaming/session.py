@@ -15,23 +15,20 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import numpy as np
 import torch
 
-from float_rt.config import EMOTIONS
+from float_rt.config import EMOTIONS, ModelConfig
 from float_rt.errors import FloatRTError
 from float_rt.pipeline import Reference
-from float_rt.sampler import WindowNoise
+from float_rt.sampler import WindowNoise, emotion_condition
 
-from .audio_input import AudioInput
+from .audio_input import SessionAudio
 from .config import StreamConfig
 from .features import RunningNorm
 from .state import WindowCarry
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 _ids = itertools.count(1)
 
@@ -49,6 +46,7 @@ class SessionOptions:
     noise: str = "fixed"
     seed: int = 15
     render: bool = True                 # False: motion only (benchmarks of the sampler)
+    audio_out_rate: int | None = None   # rate of each frame's speech (None: the model's 16 kHz)
 
     def validate(self) -> SessionOptions:
         if self.emotion is not None and self.emotion.lower() not in EMOTIONS:
@@ -63,6 +61,10 @@ class SessionOptions:
                 raise FloatRTError(f"{name} must be a number in -20..20, got {v!r}")
         if self.noise not in ("fixed", "fresh"):
             raise FloatRTError(f"noise must be 'fixed' or 'fresh', got {self.noise!r}")
+        r = self.audio_out_rate
+        if r is not None and not (isinstance(r, int) and 8000 <= r <= 192000 and r % 25 == 0):
+            raise FloatRTError(f"audio_out_rate must be a whole number of samples per 40 ms frame "
+                               f"(8000, 16000, 22050, 24000, 44100, 48000, ...), got {r!r}")
         return self
 
     @property
@@ -73,9 +75,9 @@ class SessionOptions:
 @dataclass
 class Frame:
     pts: int                 # output clock, 1/fps units, assigned when the frame is handed out
-    index: int               # content frame: its audio is 16 kHz samples [index*spf, (index+1)*spf)
+    index: int               # content frame: it shows the speech of [index, index + 1) / fps seconds
     image: np.ndarray | None # (S, S, 3) uint8 RGB (None when the session does not render)
-    audio: np.ndarray        # (spf,) float32 16 kHz: the speech this frame shows
+    audio: np.ndarray        # float32 mono at the session's audio_out_rate: the speech this frame shows
     motion: np.ndarray | None
     features: np.ndarray | None  # (dim_a,) audio features the frame was sampled with
     arrived: float           # wall time the frame's audio had fully arrived
@@ -104,21 +106,26 @@ class SessionStats:
 
 
 class Session:
-    def __init__(self, engine: Engine, ref: Reference, options: SessionOptions, live: bool,
-                 emotion: torch.Tensor, clock=time.monotonic):
+    """``wake`` is called when the session has new work for the engine that serves it, and
+    ``release`` once when it closes; the session knows nothing else of that engine."""
+
+    def __init__(self, model_cfg: ModelConfig, stream_cfg: StreamConfig, ref: Reference, options: SessionOptions,
+                 live: bool, emotion: torch.Tensor, *, wake: Callable[[], None],
+                 release: Callable[["Session"], None], clock=time.monotonic):
         self.id = next(_ids)
-        self.engine = engine
         self.ref = ref
         self.options = options
         self.live = live
         self.clock = clock
-        m = engine.cfg.model
+        self._wake_engine, self._release = wake, release
+        m = self.model_cfg = model_cfg
         self.fps, self.spf = m.fps, m.samples_per_frame
-        self.stream_cfg: StreamConfig = engine.stream_cfg
+        self.stream_cfg = stream_cfg
         self.fixed_emotion = options.emotion is not None
-        noise = WindowNoise((1, m.num_frames, m.dim_w), options.seed, options.noise == "fixed", engine.device)
+        noise = WindowNoise((1, m.num_frames, m.dim_w), options.seed, options.noise == "fixed", emotion.device)
         self.carry = WindowCarry.initial(m.num_prev_frames, m.dim_w, m.dim_a, emotion, noise)
-        self.audio = AudioInput(rate=m.sampling_rate)
+        self.audio = SessionAudio(m.sampling_rate, options.audio_out_rate)
+        self.spo = int(self.audio.out_rate / m.fps)   # output samples per frame
         self.norm = RunningNorm()
         self.features: torch.Tensor | None = None   # precomputed (T, dim_a) features, if fed
         self.stats = SessionStats()
@@ -128,7 +135,6 @@ class Session:
         self.error: str | None = None                # why the engine closed the session, if it did
         self.total_frames: int | None = None
         self.epoch = 0                               # bumped by interrupt(): in-flight results are void
-        self._filled_from: int | None = None         # start of silence we inserted (live, starved)
         self._arrivals: collections.deque = collections.deque()   # (buffer end, wall time)
         self._out: collections.deque[Frame] = collections.deque()
         self._lock = threading.RLock()
@@ -138,18 +144,20 @@ class Session:
         self._last: Frame | None = None
 
     # ------------------------------------------------------------------ input
-    def push_audio(self, samples, sample_rate: int, pts: int | None = None) -> None:
-        """Queue speech (int16 or float, mono or (samples, channels), any rate, any chunk size)."""
+    def push_audio(self, samples, sample_rate: int, pts: int | None = None) -> tuple[int, int]:
+        """Queue speech (int16 or float, mono or (samples, channels), any rate, any chunk size).
+
+        Returns where it landed on the session's output timeline, in samples at
+        ``audio_out_rate``: frame j shows output samples [j * spo, (j + 1) * spo).
+        """
         self._check_open()
         if self.ended:
             raise FloatRTError("push_audio after end_input()")
         with self._lock:
-            if self._filled_from is not None:
-                # Silence we inserted while starved and nobody has committed yet was only a
-                # placeholder: real audio takes its place, so the timeline stays on the wall clock.
-                self.audio.drop_after(max(self._filled_from, self.carry.next_frame * self.spf))
-                self._filled_from = None
-            self.audio.push(samples, sample_rate, pts)
+            # Silence we inserted while starved and nobody has committed yet was only a
+            # placeholder: real audio takes its place, so the timeline stays on the wall clock.
+            self.audio.drop_filler(self.carry.next_frame * self.spf)
+            span = self.audio.push(samples, sample_rate, pts)
             self.stats.sanitised_samples = self.audio.sanitised
             limit = int(self.stream_cfg.max_input_seconds * self.audio.rate)
             queued = self.audio.end - self.carry.next_frame * self.spf
@@ -158,17 +166,18 @@ class Session:
                 raise FloatRTError(f"more than {self.stream_cfg.max_input_seconds:g} s of audio queued; "
                                    "the excess was dropped")
             self._arrivals.append((self.audio.end, self.clock()))
-        self.engine.notify()
+        self._wake_engine()
+        return span
 
     def push_features(self, features: torch.Tensor) -> None:
         """Feed precomputed per-frame audio features (T, dim_a) instead of audio (tests, offline parity)."""
         with self._lock:
-            self.features = features.to(self.engine.device)
+            self.features = features.to(self.carry.emotion.device)
             self.total_frames = features.shape[0]
             self.ended = True
             now = self.clock()
             self._arrivals.append((self.total_frames * self.spf, now))
-        self.engine.notify()
+        self._wake_engine()
 
     def end_input(self) -> None:
         """No more audio: the remaining frames are produced, then ``frames()`` ends."""
@@ -177,14 +186,11 @@ class Session:
                 return
             self.audio.flush()
             self.total_frames = math.ceil(self.audio.end / self.spf)
-            if self.total_frames and self.audio.end % self.spf:
-                # The offline encoder pads the clip's last frame with its last sample.
-                pad = self.total_frames * self.spf - self.audio.end
-                last = self.audio.buffer[-1:] if self.audio.buffer.size else np.zeros(1, np.float32)
-                self.audio.buffer = np.concatenate([self.audio.buffer, np.repeat(last, pad)])
+            # The offline encoder pads the clip's last frame with its last sample.
+            self.audio.pad_to(self.total_frames * self.spf)
             self._arrivals.append((self.audio.end, self.clock()))
             self.ended = True
-        self.engine.notify()
+        self._wake_engine()
 
     def set_emotion(self, emotion: str | None = None, e_cfg_scale: float | None = None,
                     a_cfg_scale: float | None = None, probs: torch.Tensor | None = None) -> None:
@@ -199,7 +205,8 @@ class Session:
                 self.carry.emotion = probs.reshape(1, 1, -1).to(self.carry.emotion)
                 self.fixed_emotion = True
             elif emotion is not None:
-                self.carry.emotion = self.engine.one_hot(emotion)
+                self.carry.emotion = emotion_condition(emotion, None, self.model_cfg.dim_e,
+                                                       EMOTIONS).to(self.carry.emotion)
                 self.fixed_emotion = True
             else:
                 self.fixed_emotion = False
@@ -210,7 +217,6 @@ class Session:
         with self._lock:
             self.epoch += 1
             self.audio.drop_after(self.carry.next_frame * self.spf)
-            self._filled_from = None
             self.stats.dropped_interrupt += len(self._out)
             self._out.clear()
             if self.ended and self.features is None:
@@ -224,10 +230,10 @@ class Session:
         with self._lock:
             self.closed = True
             self._out.clear()
-            self.audio = AudioInput(rate=self.audio.rate)
+            self.audio = SessionAudio(self.audio.rate, self.audio.out_rate)
             self.features = None
             self.ref = None  # type: ignore[assignment]
-        self.engine.remove(self)
+        self._release(self)
         self._notify_out()
 
     def _check_open(self) -> None:
@@ -275,7 +281,7 @@ class Session:
                 self.carry.next_frame += skip
                 self.stats.dropped_backlog += skip
                 keep = self.carry.next_frame - max(self.options.left_frames, 1)
-                self.audio.trim(keep * self.spf)
+                self.audio.trim(keep * self.spf, self.carry.next_frame * self.spo)
                 self.carry.norm_pos = max(self.carry.norm_pos, self.audio.start)
             if self.ended:
                 return
@@ -283,9 +289,7 @@ class Session:
             need = self.needed_frames() * self.spf
             due = self.started + need / self.audio.rate + self.stream_cfg.jitter_ms / 1000.0
             if now >= due and self.audio.end < need:
-                if self._filled_from is None:
-                    self._filled_from = self.audio.end
-                self.audio.append_silence(need - self.audio.end)
+                self.audio.fill_silence(need)
                 self._arrivals.append((self.audio.end, now))
 
     def arrival_of(self, pos: int) -> float:

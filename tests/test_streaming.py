@@ -291,7 +291,7 @@ def test_compute_behind_real_time_skips_input_boundedly(pipe, image, speech):
     assert s.stats.dropped_backlog > 0
     lag = (clock() - s.started) * 16000 - s.carry.next_frame * s.spf
     assert lag <= 1.0 * 16000 + 9 * s.spf + 8000    # bounded by max_backlog (+ chunk + lookahead + one push)
-    assert s.audio.buffer.size < 5 * 16000           # memory bounded too
+    assert s.audio.model.buffer.size < 5 * 16000     # memory bounded too
 
 
 def test_tts_burst_is_queued_not_dropped(pipe, image, speech):
@@ -369,7 +369,7 @@ def test_close_frees_the_session(pipe, image, speech):
     s.push_audio(speech, 16000)
     engine.step()
     s.close()
-    assert s not in engine.sessions and s.ref is None and s.audio.buffer.size == 0
+    assert s not in engine.sessions and s.ref is None and s.audio.model.buffer.size == 0
     assert engine.step() == 0
     with pytest.raises(FloatRTError):
         s.push_audio(speech, 16000)
@@ -387,3 +387,37 @@ def test_stream_config_file_and_validation(tmp_path):
     (tmp_path / "x.yaml").write_text("streaming:\n  chunkframes: 5\n")
     with pytest.raises(ValueError, match="chunkframes"):
         load_stream_config(tmp_path / "x.yaml")
+
+
+def test_frames_carry_speech_at_the_output_rate(pipe, image, speech):
+    """audio_out_rate: pushed at that rate, the frames hand back the very input samples."""
+    import av
+    res = av.AudioResampler(format="flt", layout="mono", rate=24000)
+    frame = av.AudioFrame.from_ndarray(speech[None], format="flt", layout="mono")
+    frame.sample_rate = 16000
+    x24 = np.concatenate([f.to_ndarray()[0] for f in [*res.resample(frame), *res.resample(None)]])
+    x24 = np.round(x24 * 32767).astype(np.int16)
+    engine = make_engine(pipe)
+    s = engine.open_session(image, engine.default_options(emotion="neutral", audio_out_rate=24000, render=False))
+    rng = np.random.default_rng(1)
+    i, spans = 0, []
+    while i < len(x24):                                    # chunks of any size
+        n = int(rng.integers(1, 3000))
+        spans.append(s.push_audio(x24[i:i + n], 24000))
+        i += n
+    s.end_input()
+    assert spans[0][0] == 0 and spans[-1][1] == len(x24)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))      # back to back on the output timeline
+    frames = drain(engine, s)[0]
+    out = np.concatenate([f.audio for f in frames])
+    assert all(f.audio.size == 960 for f in frames) and len(frames) == s.total_frames
+    assert np.array_equal(np.round(out[:len(x24)] * 32768).astype(np.int16), x24)
+    assert not out[len(x24):].any()                        # the last frame's rest is silence
+    # Another rate in: resampled to the output rate, same duration.
+    s2 = engine.open_session(image, engine.default_options(emotion="neutral", audio_out_rate=24000, render=False))
+    s2.push_audio(speech, 16000)
+    s2.end_input()
+    out2 = np.concatenate([f.audio for f in drain(engine, s2)[0]])
+    assert abs(out2.size - len(speech) * 1.5) < 960
+    with pytest.raises(FloatRTError, match="audio_out_rate"):
+        engine.default_options(audio_out_rate=12345)

@@ -1,0 +1,173 @@
+"""``FloatVideoGenerator``: a LiveKit Agents ``VideoGenerator`` over one live streaming session.
+
+The agent pushes its TTS audio (any rate, mono or stereo, any frame size) and ends each
+speech segment with ``AudioSegmentEnd``.  Iterating yields, on the session's 25 fps clock,
+each ``rtc.VideoFrame`` followed by the ``rtc.AudioFrame`` of exactly the 40 ms of speech
+that frame was sampled from (at ``audio_sample_rate``), and ``AudioSegmentEnd`` right
+after the last frame of a segment.  With no speech the avatar idles on motion generated
+from silence and no audio is yielded, so the runner's playback position only counts speech.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Literal
+
+import cv2
+import numpy as np
+import torch
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
+
+from float_rt.errors import FloatRTError
+from streaming.engine import Engine
+from streaming.session import Frame, SessionOptions
+
+log = logging.getLogger(__name__)
+
+VIDEO_FORMATS = {"rgba": rtc.VideoBufferType.RGBA, "i420": rtc.VideoBufferType.I420}
+
+
+@dataclass
+class _Segment:
+    """One agent speech segment, in samples of the session's output timeline."""
+    start: int
+    last: int               # end of the audio pushed so far
+    closed: bool = False    # AudioSegmentEnd received: ``last`` is its end
+
+
+@dataclass
+class GeneratorStats:
+    video_frames: int = 0
+    audio_frames: int = 0
+    audio_samples: int = 0          # speech samples yielded (per channel)
+    segments_ended: int = 0
+    segments_interrupted: int = 0
+    rejected_audio_frames: int = 0  # frames the session refused (bad audio, too much queued)
+
+
+class FloatVideoGenerator(VideoGenerator):
+    """A FLOAT-RT avatar for ``AvatarRunner``: one live session on a shared ``streaming.Engine``.
+
+    ``image`` is a prepared reference (1, 3, S, S) in [-1, 1] (``float_rt.media.prepare_reference``);
+    ``options`` are the session's (``engine.default_options()`` when None).  The engine's worker
+    thread is started if it is not running; closing the generator closes only its session.
+    """
+
+    def __init__(self, engine: Engine, image: torch.Tensor, options: SessionOptions | None = None, *,
+                 video_size: int | None = None, video_format: Literal["rgba", "i420"] = "i420",
+                 audio_sample_rate: int = 24000, audio_channels: int = 1):
+        if video_format not in VIDEO_FORMATS:
+            raise FloatRTError(f"video_format must be one of {', '.join(VIDEO_FORMATS)}, got {video_format!r}")
+        if audio_channels not in (1, 2):
+            raise FloatRTError(f"audio_channels must be 1 or 2, got {audio_channels!r}")
+        opts = dataclasses.replace(options or engine.default_options(), audio_out_rate=audio_sample_rate)
+        self.engine = engine
+        self.session = engine.open_session(image, opts.validate(), live=True)
+        self.video_size = video_size or engine.cfg.model.input_size
+        self.video_format = video_format
+        self.audio_sample_rate, self.audio_channels = audio_sample_rate, audio_channels
+        self.fps = engine.cfg.model.fps
+        self.stats = GeneratorStats()
+        self._spo = self.session.spo
+        self._segments: list[_Segment] = []
+        self._open: _Segment | None = None
+        self.last_speech_yield: float | None = None   # wall time of the last speech audio yielded
+        self.last_frame: Frame | None = None          # the session frame behind the last video frame
+        engine.start()
+
+    @classmethod
+    def from_checkpoints(cls, image: str | Path | np.ndarray, checkpoints: str | Path | None = None, *,
+                         config: str = "float-512", stream_config: str = "stream", device: str | None = None,
+                         crop: bool = True, **kwargs) -> FloatVideoGenerator:
+        """Load an engine of its own (``checkpoints``: default the downloaded folder) for one avatar."""
+        from float_rt.config import load_config
+        from float_rt.media import load_image, prepare_reference
+        from float_rt.resources import config_path, resolve_checkpoints
+        from streaming.config import load_stream_config
+        cfg = load_config(config_path(config))
+        engine = Engine.from_checkpoints(resolve_checkpoints(checkpoints), cfg,
+                                         load_stream_config(config_path(stream_config)), device)
+        img = load_image(image) if isinstance(image, (str, Path)) else image
+        return cls(engine, prepare_reference(img, cfg.model.input_size, crop=crop), **kwargs)
+
+    # ------------------------------------------------------------------ audio in
+    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        if isinstance(frame, AudioSegmentEnd):
+            if self._open is not None:
+                self._open.closed = True
+                self._open = None
+            return
+        pcm = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
+        try:
+            start, end = self.session.push_audio(pcm[:, 0] if frame.num_channels == 1 else pcm, frame.sample_rate)
+        except FloatRTError as exc:      # bad or excess audio: this frame is dropped, the avatar goes on
+            self.stats.rejected_audio_frames += 1
+            log.warning("avatar session %s: audio frame dropped: %s", self.session.id, exc)
+            return
+        if self._open is None:
+            self._open = _Segment(start, end)
+            self._segments.append(self._open)
+        self._open.last = end
+
+    def clear_buffer(self) -> None:
+        """Barge-in: queued speech and frames are dropped; no audio of the cut segments follows."""
+        self.session.interrupt()
+        self.stats.segments_interrupted += len(self._segments)
+        self._segments.clear()
+        self._open = None
+
+    # ------------------------------------------------------------------ media out
+    def _video_frame(self, img: np.ndarray) -> rtc.VideoFrame:
+        if img.shape[0] != self.video_size:
+            img = cv2.resize(img, (self.video_size, self.video_size), interpolation=cv2.INTER_LINEAR)
+        if self.video_format == "i420":
+            data = cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420)
+        else:
+            data = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA)
+        return rtc.VideoFrame(self.video_size, self.video_size, VIDEO_FORMATS[self.video_format], data.tobytes())
+
+    def _audio_frame(self, audio: np.ndarray) -> rtc.AudioFrame:
+        # int16 in is x / 32768 (streaming.audio_input); scaling back the same way returns the same samples.
+        pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
+        if self.audio_channels == 2:
+            pcm = np.repeat(pcm[:, None], 2, axis=1)
+        return rtc.AudioFrame(pcm.tobytes(), self.audio_sample_rate, self.audio_channels, len(audio))
+
+    def _speaks(self, a: int, b: int) -> bool:
+        return any(s.start < b and s.last > a for s in self._segments)
+
+    def _ended(self, b: int) -> int:
+        """Forget the closed segments that end by output position ``b``; how many there were."""
+        done = [s for s in self._segments if s.closed and s.last <= b]
+        for s in done:
+            self._segments.remove(s)
+        return len(done)
+
+    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        async for f in self.session.frames(realtime=True):
+            self.last_frame = f
+            yield self._video_frame(f.image)
+            self.stats.video_frames += 1
+            a, b = f.index * self._spo, (f.index + 1) * self._spo
+            if not f.duplicate and self._speaks(a, b):
+                yield self._audio_frame(f.audio)
+                self.stats.audio_frames += 1
+                self.stats.audio_samples += len(f.audio)
+                self.last_speech_yield = self.session.clock()
+            for _ in range(self._ended(b)):
+                self.stats.segments_ended += 1
+                yield AudioSegmentEnd()
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """End the session: iteration stops and the engine forgets it."""
+        self.session.close()
+
+    async def aclose(self) -> None:
+        self.close()
