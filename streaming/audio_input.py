@@ -140,11 +140,10 @@ class AudioInput:
 
     def read(self, a: int, b: int) -> np.ndarray:
         """Samples [a, b) by absolute index; positions outside the buffer read as silence."""
-        lo = max(a, self.start)
-        out = self.buffer[lo - self.start:max(lo, b) - self.start]
-        if out.size < b - a:
-            head = np.zeros(lo - a, np.float32)
-            out = np.concatenate([head, out, np.zeros(b - a - head.size - out.size, np.float32)])
+        out = np.zeros(max(0, b - a), np.float32)
+        lo, hi = max(a, self.start), min(b, self.end)
+        if hi > lo:
+            out[lo - a:hi - a] = self.buffer[lo - self.start:hi - self.start]
         return out
 
     def trim(self, keep_from: int) -> None:
@@ -159,6 +158,8 @@ class AudioInput:
         keep = max(0, pos - self.start)
         dropped = max(0, self.buffer.size - keep)
         self.buffer = self.buffer[:keep].copy()
+        if pos < self.start:      # the timeline goes back to ``pos`` (nothing was kept before it)
+            self.start = pos
         return dropped
 
 

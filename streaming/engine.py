@@ -282,12 +282,10 @@ class Engine:
                 p.commit = 0
                 return
             k = s.carry
-            pn = k.prev_x.shape[1]
-            k.prev_x = torch.cat([k.prev_x, x[:, :c]], dim=1)[:, -pn:]
-            k.prev_wa = torch.cat([k.prev_wa, wa[:, :c]], dim=1)[:, -pn:]
-            k.next_frame = p.t + c
+            k.commit(x[:, :c], wa[:, :c])
             keep = max(s.options.left_frames, self.stream_cfg.emotion_window_ms * s.fps // 1000)
-            s.audio.trim(min((k.next_frame - int(keep)) * s.spf, k.norm_pos), k.next_frame * s.spo)
+            # Output speech is kept back to the rewind floor: a barge-in may take those frames back.
+            s.audio.trim(min((k.next_frame - int(keep)) * s.spf, k.norm_pos), max(0, k.rewind_floor) * s.spo)
 
     def _decode(self, items: list[tuple[Reference, torch.Tensor]]) -> list[np.ndarray]:
         """Render the committed latents of several sessions in shared decoder batches."""

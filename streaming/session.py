@@ -123,7 +123,9 @@ class Session:
         self.stream_cfg = stream_cfg
         self.fixed_emotion = options.emotion is not None
         noise = WindowNoise((1, m.num_frames, m.dim_w), options.seed, options.noise == "fixed", emotion.device)
-        self.carry = WindowCarry.initial(m.num_prev_frames, m.dim_w, m.dim_a, emotion, noise)
+        # Frames computed but not shown yet (at most the output queue and one step) can be taken back.
+        self.carry = WindowCarry.initial(m.num_prev_frames, m.dim_w, m.dim_a, emotion, noise,
+                                         rewind_limit=stream_cfg.max_output_frames + options.chunk_frames)
         self.audio = SessionAudio(m.sampling_rate, options.audio_out_rate)
         self.spo = int(self.audio.out_rate / m.fps)   # output samples per frame
         self.norm = RunningNorm()
@@ -213,12 +215,19 @@ class Session:
                 self.carry.emotion_at = -1   # predict at the next step
 
     def interrupt(self) -> None:
-        """Barge-in: drop queued speech and undelivered frames; motion continues from the carry."""
+        """Barge-in: drop queued speech and the frames not shown yet.
+
+        The motion goes on from the last frame shown: frames computed ahead (a TTS reply is
+        computed faster than it is spoken) are taken back, so the next frames, idle or a new
+        reply, follow on from what the viewer saw, with no gap on the clock.
+        """
         with self._lock:
             self.epoch += 1
-            self.audio.drop_after(self.carry.next_frame * self.spf)
+            first_unshown = self._out[0].index if self._out else self.carry.next_frame
             self.stats.dropped_interrupt += len(self._out)
             self._out.clear()
+            self.carry.rewind(first_unshown)
+            self.audio.drop_after(self.carry.next_frame * self.spf)
             if self.ended and self.features is None:
                 self.total_frames = self.carry.next_frame
         self._notify_out()

@@ -160,7 +160,7 @@ def test_clear_buffer_mid_speech_stops_the_speech_at_once(engine, image, speech2
     items, gen = asyncio.run(main())
     cut = [it for _, it, _ in items[marks["n"]:marks["m"]]]
     assert not [it for it in cut if not isinstance(it, rtc.VideoFrame)]      # no speech, no segment end after
-    assert len(cut) >= 20                                                     # the avatar goes on moving
+    assert len({k for _, _, k in items[marks["n"]:marks["m"]]}) >= 20         # the avatar goes on moving
     after = [it for _, it, _ in items[marks["m"]:]]
     n = sum(isinstance(it, rtc.AudioFrame) for it in after)
     assert n == -(-len(short) // 960) or n == -(-len(short) // 960) + 1

@@ -305,23 +305,27 @@ def test_tts_burst_is_queued_not_dropped(pipe, image, speech):
     assert len(s._out) <= 20 + s.options.chunk_frames   # output bounded; the rest waits as audio
 
 
-def test_interrupt_drops_queued_speech_and_continues(pipe, image, speech):
+def test_interrupt_drops_queued_speech_and_continues_from_the_last_frame_shown(pipe, image, speech):
     engine = make_engine(pipe)
     s = engine.open_session(image, engine.default_options(emotion="neutral"))
     s.push_audio(np.tile(speech, 3), 16000)
-    for _ in range(3):
+    for _ in range(6):
         engine.step()
-    committed = s.carry.next_frame
-    prev = s.carry.prev_x.clone()
+    computed = s.carry.next_frame
+    frames = s.take_frames()
+    shown = frames[:12]
+    s._out.extend(frames[12:])            # the viewer saw 12 frames; the rest were computed ahead
+    assert computed == len(frames) > 20
     s.interrupt()
-    assert s.audio.end == committed * s.spf and not s._out
-    assert s.stats.dropped_interrupt == committed
-    assert torch.equal(s.carry.prev_x, prev)       # the carried context survives barge-in
+    assert s.carry.next_frame == 12 and not s._out
+    assert s.audio.end == 12 * s.spf                              # the queued speech is gone
+    assert s.stats.dropped_interrupt == computed - 12
+    # The context is now the last 10 frames shown, so the motion goes on from there.
+    assert torch.equal(s.carry.prev_x[0], torch.from_numpy(np.stack([f.motion for f in shown[2:12]])))
     s.push_audio(speech[:16000], 16000)
     s.end_input()
-    frames = drain(engine, s)[0]
-    assert [f.index for f in frames] == list(range(committed, committed + 25))
-    assert [f.pts for f in frames] == list(range(25))
+    again = drain(engine, s)[0]
+    assert [f.index for f in again] == list(range(12, 12 + 25))
 
 
 def test_emotion_predicted_smoothed_and_changeable(pipe, image, speech):

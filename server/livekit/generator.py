@@ -24,18 +24,11 @@ from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 from float_rt.errors import FloatRTError
 from streaming.engine import Engine
 from streaming.session import Frame, SessionOptions
+from streaming.speech import SpeechTrack
 
 log = logging.getLogger(__name__)
 
 VIDEO_FORMATS = {"rgba": rtc.VideoBufferType.RGBA, "i420": rtc.VideoBufferType.I420}
-
-
-@dataclass
-class _Segment:
-    """One agent speech segment, in samples of the session's output timeline."""
-    start: int
-    last: int               # end of the audio pushed so far
-    closed: bool = False    # AudioSegmentEnd received: ``last`` is its end
 
 
 @dataclass
@@ -71,9 +64,7 @@ class FloatVideoGenerator(VideoGenerator):
         self.audio_sample_rate, self.audio_channels = audio_sample_rate, audio_channels
         self.fps = engine.cfg.model.fps
         self.stats = GeneratorStats()
-        self._spo = self.session.spo
-        self._segments: list[_Segment] = []
-        self._open: _Segment | None = None
+        self.speech = SpeechTrack(self.session)
         self.last_speech_yield: float | None = None   # wall time of the last speech audio yielded
         self.last_frame: Frame | None = None          # the session frame behind the last video frame
         engine.start()
@@ -96,28 +87,18 @@ class FloatVideoGenerator(VideoGenerator):
     # ------------------------------------------------------------------ audio in
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         if isinstance(frame, AudioSegmentEnd):
-            if self._open is not None:
-                self._open.closed = True
-                self._open = None
+            self.speech.end()
             return
         pcm = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
         try:
-            start, end = self.session.push_audio(pcm[:, 0] if frame.num_channels == 1 else pcm, frame.sample_rate)
+            self.speech.push(pcm[:, 0] if frame.num_channels == 1 else pcm, frame.sample_rate)
         except FloatRTError as exc:      # bad or excess audio: this frame is dropped, the avatar goes on
             self.stats.rejected_audio_frames += 1
             log.warning("avatar session %s: audio frame dropped: %s", self.session.id, exc)
-            return
-        if self._open is None:
-            self._open = _Segment(start, end)
-            self._segments.append(self._open)
-        self._open.last = end
 
     def clear_buffer(self) -> None:
         """Barge-in: queued speech and frames are dropped; no audio of the cut segments follows."""
-        self.session.interrupt()
-        self.stats.segments_interrupted += len(self._segments)
-        self._segments.clear()
-        self._open = None
+        self.stats.segments_interrupted += len(self.speech.clear())
 
     # ------------------------------------------------------------------ media out
     def _video_frame(self, img: np.ndarray) -> rtc.VideoFrame:
@@ -136,31 +117,20 @@ class FloatVideoGenerator(VideoGenerator):
             pcm = np.repeat(pcm[:, None], 2, axis=1)
         return rtc.AudioFrame(pcm.tobytes(), self.audio_sample_rate, self.audio_channels, len(audio))
 
-    def _speaks(self, a: int, b: int) -> bool:
-        return any(s.start < b and s.last > a for s in self._segments)
-
-    def _ended(self, b: int) -> int:
-        """Forget the closed segments that end by output position ``b``; how many there were."""
-        done = [s for s in self._segments if s.closed and s.last <= b]
-        for s in done:
-            self._segments.remove(s)
-        return len(done)
-
     def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         return self._frames()
 
     async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
-        async for f in self.session.frames(realtime=True):
-            self.last_frame = f
+        async for p in self.speech.frames():
+            f = self.last_frame = p.frame
             yield self._video_frame(f.image)
             self.stats.video_frames += 1
-            a, b = f.index * self._spo, (f.index + 1) * self._spo
-            if not f.duplicate and self._speaks(a, b):
+            if p.speech:
                 yield self._audio_frame(f.audio)
                 self.stats.audio_frames += 1
                 self.stats.audio_samples += len(f.audio)
                 self.last_speech_yield = self.session.clock()
-            for _ in range(self._ended(b)):
+            for _ in p.ended:
                 self.stats.segments_ended += 1
                 yield AudioSegmentEnd()
 

@@ -24,7 +24,7 @@ from float_rt.errors import FloatRTError
 from float_rt.media import prepare_reference
 from streaming.engine import Engine
 
-from .job import AvatarJob, preset_images
+from .job import AvatarJob
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,249 @@
+"""``FloatAvatarService``: FLOAT-RT as the video output of a Pipecat bot (extra ``float-rt[pipecat]``).
+
+Put it after the TTS and before the output transport.  It takes the TTS audio (any rate) into a
+live session and, paced by itself on the session's 25 fps clock, pushes each
+``OutputImageRawFrame`` followed by the ``TTSAudioRawFrame`` of exactly the speech that image
+shows, at the pipeline's output rate, so the transport plays picture and sound together.  With
+no speech it keeps pushing idle frames.  A reply's ``TTSStartedFrame`` and ``TTSStoppedFrame`` are
+passed on in step with its speech: right before its first image, right after its last.
+``InterruptionFrame`` is barge-in: queued speech and images are dropped, the motion goes on.
+Emotion and guidance scales change mid-session with ``set_emotion`` or a ``FloatAvatarUpdateFrame``.
+Every other frame passes through untouched, in order.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+try:
+    from pipecat.frames.frames import (CancelFrame, ControlFrame, EndFrame, Frame, InterruptionFrame,
+                                       OutputImageRawFrame, StartFrame, TTSAudioRawFrame, TTSStartedFrame,
+                                       TTSStoppedFrame)
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
+    from pipecat.services.ai_service import AIService
+    from pipecat.services.settings import ServiceSettings
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError("the Pipecat integration needs the pipecat extra: pip install 'float-rt[pipecat]'") from exc
+
+from float_rt.errors import FloatRTError
+from streaming.engine import Engine
+from streaming.speech import SpeechTrack
+
+from .stamp import draw_stamp
+
+log = logging.getLogger(__name__)
+
+SESSION_OPTIONS = ("emotion", "a_cfg_scale", "e_cfg_scale", "nfe", "chunk_frames", "seed")
+# SmallWebRTC stamps video with aiortc's fixed 30 fps clock, so 25 fps images would carry RTP
+# timestamps running at 5/6 of real time (a reply drifts a second behind its audio in 6 s):
+# push images at 30 fps instead, and hold them back 40 ms to land with their sound (measured,
+# tests/netns/test_pipecat_e2e.py).  FloatAvatarService(engine, image, **SMALL_WEBRTC).
+SMALL_WEBRTC = {"output_fps": 30, "video_delay_ms": 40}
+
+
+@dataclass
+class FloatAvatarUpdateFrame(ControlFrame):
+    """Change the avatar mid-session: ``emotion`` a label or ``"auto"`` (predicted from speech);
+    None leaves a field as it is."""
+    emotion: str | None = None
+    a_cfg_scale: float | None = None
+    e_cfg_scale: float | None = None
+
+
+@dataclass
+class AvatarStats:
+    images: int = 0
+    audio_frames: int = 0
+    audio_samples: int = 0
+    interruptions: int = 0
+    rejected_audio_frames: int = 0
+    speech_starts: list = field(default_factory=list)   # frame index where each reply began
+
+
+class FloatAvatarService(AIService):
+    """One live avatar session on a shared ``streaming.Engine``.
+
+    ``image``: a prepared reference (1, 3, S, S) in [-1, 1].  Options are those of
+    ``SessionOptions`` (emotion, a_cfg_scale, e_cfg_scale, nfe, chunk_frames, seed).
+    ``video_size``: the images' side (default the model's; the transport scales to its own size).
+    """
+
+    def __init__(self, engine: Engine, image: torch.Tensor, *, video_size: int | None = None,
+                 output_fps: float | None = None, video_delay_ms: float = 0.0, sync_with_audio: bool = False,
+                 stamp: bool = False, **options):
+        unknown = sorted(set(options) - set(SESSION_OPTIONS) - {"settings"})
+        if unknown:
+            raise FloatRTError(f"unknown avatar option(s) {', '.join(unknown)}; choose from {', '.join(SESSION_OPTIONS)}")
+        settings = options.pop("settings", None) or ServiceSettings(model="float-rt")
+        super().__init__(settings=settings)
+        self.engine, self.image = engine, image
+        self.options = engine.default_options(**options)     # validated now, not at the first frame
+        self.video_size = video_size or engine.cfg.model.input_size
+        # Images per second pushed (default the model's 25): a transport that stamps video with a
+        # fixed clock of its own (SmallWebRTC: 30 fps) needs images at that rate, some shown twice.
+        self.output_fps = float(output_fps or engine.cfg.model.fps)
+        # Images ride the output transport's audio queue: each is shown once the speech before it has
+        # been sent (for transports with video_out_is_live=False, which sample the latest image).
+        self.sync_with_audio = sync_with_audio
+        # Images held back behind their audio by this much: the transport's audio path (chunking,
+        # 20 ms Opus packets, jitter buffer) is slower than its video path (measured at the client).
+        self.video_delay = video_delay_ms / 1000.0
+        self._delayed: asyncio.Queue | None = None
+        self.stamp = stamp                          # draw each image's frame index (latency/lip-sync probes)
+        self.stats = AvatarStats()
+        self.speech: SpeechTrack | None = None
+        self.last_speech_push: float | None = None     # wall time the last speech audio was pushed
+        self._out_rate = 24000
+        self._task: asyncio.Task | None = None
+        self._image_task: asyncio.Task | None = None
+
+    @property
+    def session(self):
+        return self.speech.session if self.speech else None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def setup(self, setup: FrameProcessorSetup):
+        await super().setup(setup)
+        self._out_rate = setup.audio_out_sample_rate
+
+    async def start(self, frame: StartFrame):
+        await super().start(frame)
+        rate = self._out_rate if self._out_rate % 25 == 0 else 16000
+        options = dataclasses.replace(self.options, audio_out_rate=rate)
+        session = await asyncio.to_thread(self.engine.open_session, self.image, options, True)
+        self.speech = SpeechTrack(session)
+        self.engine.start()
+        self._task = self.create_task(self._emit(), name="float-rt-avatar")
+        if self.video_delay > 0:
+            self._delayed = asyncio.Queue()
+            self._image_task = self.create_task(self._push_delayed(), name="float-rt-avatar-images")
+
+    async def stop(self, frame: EndFrame):
+        """Graceful end: the speech already queued is shown and heard first."""
+        await super().stop(frame)
+        if self.speech is not None:
+            self.speech.end()
+            s = self.session
+            queued = (s.audio.end - s.carry.next_frame * s.spf) / s.audio.rate
+            deadline = s.clock() + max(0.0, queued) + 2.0
+            while self.speech.speaking and not s.closed and s.clock() < deadline:
+                await asyncio.sleep(0.04)
+        await self._close()
+
+    async def cancel(self, frame: CancelFrame):
+        await super().cancel(frame)
+        await self._close()
+
+    async def _close(self):
+        if self.speech is not None:
+            self.session.close()
+        for name in ("_task", "_image_task"):
+            task = getattr(self, name, None)
+            if task is not None:
+                await self.cancel_task(task)
+                setattr(self, name, None)
+
+    # ------------------------------------------------------------------ control
+    def set_emotion(self, emotion: str | None = None, a_cfg_scale: float | None = None,
+                    e_cfg_scale: float | None = None) -> None:
+        """``emotion``: a label, ``"auto"`` for predicted from speech, None to keep it."""
+        label = self.options.emotion if emotion is None else (None if emotion == "auto" else emotion)
+        scales = {k: v for k, v in dict(a_cfg_scale=a_cfg_scale, e_cfg_scale=e_cfg_scale).items() if v is not None}
+        self.options = dataclasses.replace(self.options, emotion=label, **scales).validate()
+        if self.session is not None:
+            self.session.set_emotion(label, e_cfg_scale=e_cfg_scale, a_cfg_scale=a_cfg_scale)
+
+    # ------------------------------------------------------------------ frames in
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if direction != FrameDirection.DOWNSTREAM or self.speech is None:
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, TTSAudioRawFrame):
+            self._push_speech(frame)
+        elif isinstance(frame, TTSStartedFrame):
+            self.speech.begin(frame)
+        elif isinstance(frame, TTSStoppedFrame):
+            if self.speech.end(frame) is None:      # a reply without audio: nothing to wait for
+                await self.push_frame(frame)
+        elif isinstance(frame, FloatAvatarUpdateFrame):
+            try:
+                self.set_emotion(frame.emotion, frame.a_cfg_scale, frame.e_cfg_scale)
+            except FloatRTError as exc:
+                await self.push_error(error_msg=f"avatar update refused: {exc}")
+        elif isinstance(frame, InterruptionFrame):
+            self.stats.interruptions += 1
+            self.speech.clear()
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+    def _push_speech(self, frame: TTSAudioRawFrame) -> None:
+        pcm = np.frombuffer(frame.audio, dtype=np.int16).reshape(-1, frame.num_channels)
+        try:
+            self.speech.push(pcm[:, 0] if frame.num_channels == 1 else pcm, frame.sample_rate)
+        except FloatRTError as exc:      # bad or excess audio: this frame is dropped, the avatar goes on
+            self.stats.rejected_audio_frames += 1
+            log.warning("avatar session %s: audio frame dropped: %s", self.session.id, exc)
+
+    # ------------------------------------------------------------------ frames out
+    def _image(self, rgb: np.ndarray, index: int) -> OutputImageRawFrame:
+        if rgb.shape[0] != self.video_size:
+            rgb = cv2.resize(rgb, (self.video_size, self.video_size), interpolation=cv2.INTER_LINEAR)
+        if self.stamp:
+            rgb = draw_stamp(rgb, index)
+        frame = OutputImageRawFrame(image=np.ascontiguousarray(rgb).tobytes(), size=(self.video_size, self.video_size),
+                                    format="RGB")
+        frame.sync_with_audio = self.sync_with_audio
+        return frame
+
+    def _audio(self, audio: np.ndarray) -> TTSAudioRawFrame:
+        pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
+        return TTSAudioRawFrame(audio=pcm.tobytes(), sample_rate=self.session.audio.out_rate, num_channels=1)
+
+    async def _show(self, image: OutputImageRawFrame) -> None:
+        self.stats.images += 1
+        if self._delayed is None:
+            await self.push_frame(image)
+        else:
+            self._delayed.put_nowait((self.session.clock() + self.video_delay, image))
+
+    async def _push_delayed(self) -> None:
+        while True:
+            due, image = await self._delayed.get()
+            wait = due - self.session.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self.push_frame(image)
+
+    async def _emit(self) -> None:
+        fps, out = self.engine.cfg.model.fps, self.output_fps
+        k = 0
+        async for p in self.speech.frames():
+            for seg in p.started:
+                self.stats.speech_starts.append(seg.start // self.speech.spo)
+                if seg.begin is not None:
+                    await self.push_frame(seg.begin)
+            # Output ticks that fall within this frame's 1/fps: 1 at the model's rate; 25 -> 30 fps
+            # gives 1, 1, 1, 1, 2; the speech goes with the first image.
+            shows = int((k + 1) * out // fps) - int(k * out // fps)
+            k += 1
+            image = self._image(p.frame.image, p.frame.index) if shows else None
+            if image is not None:
+                await self._show(image)
+            if p.speech:
+                await self.push_frame(self._audio(p.frame.audio))
+                self.stats.audio_frames += 1
+                self.stats.audio_samples += p.frame.audio.size
+                self.last_speech_push = self.session.clock()
+            for seg in p.ended:
+                if seg.end is not None:
+                    await self.push_frame(seg.end)
+            for _ in range(shows - 1):
+                await asyncio.sleep(1.0 / out)
+                await self._show(dataclasses.replace(image))
