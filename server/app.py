@@ -72,11 +72,15 @@ class AvatarServer:
             stream_cfg = load_stream_config(config_path(cfg.stream_config))
         except (OSError, ValueError) as exc:
             raise FloatRTError(str(exc)) from exc
+        return cls.with_engine(cfg, Engine.from_checkpoints(cfg.checkpoints, model_cfg, stream_cfg, cfg.device))
+
+    @classmethod
+    def with_engine(cls, cfg: ServerConfig, engine: Engine) -> "AvatarServer":
+        """A server on an engine built elsewhere; sets the process-wide media options (bitrate, ICE hosts)."""
         _set_video_bitrate(cfg.video_bitrate)
         extra = configure_host_candidates(cfg.host, cfg.ice_hosts)
         if extra and not cfg.ice_hosts:
             log.info("loopback listener: also offering ICE host candidates %s", ", ".join(extra))
-        engine = Engine.from_checkpoints(cfg.checkpoints, model_cfg, stream_cfg, cfg.device)
         return cls(cfg, engine)
 
     # ------------------------------------------------------------------ sessions
@@ -94,7 +98,7 @@ class AvatarServer:
 
     @property
     def demo_weights(self) -> bool:
-        return (Path(self.cfg.checkpoints) / "RECIPE_WEIGHTS.txt").is_file()
+        return self.cfg.checkpoints is not None and (Path(self.cfg.checkpoints) / "RECIPE_WEIGHTS.txt").is_file()
 
     def presets(self) -> list[str]:
         folder = self.static / "avatars"

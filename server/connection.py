@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from float_rt.config import EMOTIONS
 from float_rt.errors import FloatRTError
 from float_rt.media import decode_image, prepare_reference
 
@@ -198,7 +199,7 @@ class Connection:
                              "latency_p50_ms": st.get("latency_p50_ms"), "latency_p95_ms": st.get("latency_p95_ms"),
                              "duplicated": st["duplicated"],
                              "dropped": st["dropped_late"] + st["dropped_backlog"] + (self.video.dropped if self.video else 0),
-                             "emotion": dict(zip(self.server.engine.model.labels, emotion))})
+                             "emotion": dict(zip(EMOTIONS, emotion))})
 
     async def _watchdog(self) -> None:
         cfg = self.server.cfg
