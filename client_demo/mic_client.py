@@ -112,9 +112,11 @@ class AvatarClient:
     """Signalling + one peer connection; received media goes to the callbacks with arrival times."""
 
     def __init__(self, url: str, audio: AudioStreamTrack | None = None, token: str | None = None,
-                 on_video=None, on_audio=None, **options):
+                 on_video=None, on_audio=None, ws_options: dict | None = None, **options):
+        """``ws_options``: for ``websockets.connect`` (``ssl`` for wss with a private CA, ``local_addr``)."""
         self.url = url + (("&" if "?" in url else "?") + f"token={token}" if token else "")
         self.audio, self.options = audio, options
+        self.ws_options = ws_options or {}
         self.on_video, self.on_audio = on_video, on_audio
         self.messages: list[dict] = []
         self.errors: list[dict] = []
@@ -126,7 +128,7 @@ class AvatarClient:
 
     async def connect(self, timeout: float = 30.0) -> dict:
         import websockets
-        self.ws = await websockets.connect(self.url, max_size=None, compression=None)
+        self.ws = await websockets.connect(self.url, max_size=None, compression=None, **self.ws_options)
         self.hello = json.loads(await self.ws.recv())
         self._answer = asyncio.get_running_loop().create_future()
         self._tasks.append(asyncio.ensure_future(self._read()))
@@ -288,7 +290,12 @@ async def main(a) -> int:
                 print("no window support in this OpenCV build: use --record out.mp4", file=sys.stderr)
                 raise SystemExit(2)
 
-    client = AvatarClient(a.server, track, token=a.token, on_video=on_video, on_audio=on_audio, **options)
+    ws_options = {}
+    if a.cafile:
+        import ssl
+        ws_options["ssl"] = ssl.create_default_context(cafile=a.cafile)
+    client = AvatarClient(a.server, track, token=a.token, on_video=on_video, on_audio=on_audio,
+                          ws_options=ws_options, **options)
     try:
         await client.connect()
     except Exception as exc:  # noqa: BLE001
@@ -332,6 +339,7 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=512, help="video size the server sends")
     p.add_argument("--seconds", type=float, default=None, help="how long to stay connected")
     p.add_argument("--token", default=None)
+    p.add_argument("--cafile", default=None, help="trust this certificate (PEM) for a wss:// server")
     p.add_argument("--ice-host", action="append", default=None, help="ICE host address (e.g. 127.0.0.1)")
     return p.parse_args(argv)
 

@@ -10,7 +10,9 @@ import http
 import json
 import logging
 import mimetypes
+import os
 import signal
+import ssl
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -29,8 +31,9 @@ from streaming.engine import Engine
 from . import protocol
 from .config import ServerConfig, packaged_page
 from .connection import Connection
-from .ice import configure_host_candidates
+from .ice import configure_host_candidates, is_loopback
 from .metrics import Metrics
+from .policy import AddressLimits, Limits, OriginPolicy, client_address, is_trusted
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,38 @@ def ensure_demo_weights(folder: Path | None = None) -> Path:
     return folder
 
 
+TOKEN_ENV = "FLOAT_RT_TOKEN"
+
+
+def resolve_token(cfg: ServerConfig) -> str | None:
+    """--token, else --token-file, else $FLOAT_RT_TOKEN (the last two keep it out of `ps`)."""
+    if cfg.token:
+        return cfg.token
+    if cfg.token_file:
+        try:
+            token = Path(cfg.token_file).read_text().strip()
+        except OSError as exc:
+            raise FloatRTError(f"cannot read the token file: {exc}") from exc
+        if not token:
+            raise FloatRTError(f"the token file {cfg.token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def check_exposure(cfg: ServerConfig) -> None:
+    """A server reachable from other machines must ask for a token, unless told otherwise."""
+    cfg.token = resolve_token(cfg)
+    if is_loopback(cfg.host) or cfg.token:
+        return
+    if not cfg.insecure_no_token:
+        raise FloatRTError(
+            f"refusing to serve {cfg.host} without a token: anyone who reaches it could use this machine's GPU\n"
+            f"set one with --token-file FILE or {TOKEN_ENV}=... (or --token T, visible in `ps`);\n"
+            "clients then add ?token=... to the page's address. --insecure-no-token serves it open anyway")
+    log.warning("SERVING %s WITH NO TOKEN (--insecure-no-token): anyone who reaches this port can start "
+                "avatar sessions", cfg.host)
+
+
 class AvatarServer:
     def __init__(self, cfg: ServerConfig, engine: Engine):
         self.cfg, self.engine = cfg, engine
@@ -55,10 +90,22 @@ class AvatarServer:
         self.connections: set[Connection] = set()
         self.active = 0
         self.static = Path(cfg.static_dir or packaged_page()).resolve()
-        self.allowed_origins = list(cfg.allowed_origins)
+        try:
+            self.origins = OriginPolicy(list(cfg.allowed_origins))
+        except ValueError as exc:
+            raise FloatRTError(str(exc)) from exc
+        if self.origins.any:
+            log.warning("--allowed-origin '*': ANY web page the user visits can drive this server "
+                        "(cross-site WebSocket hijacking); list the origins that need it instead")
+        self.limits = AddressLimits(Limits(cfg.max_connections_per_ip, cfg.max_sessions_per_ip,
+                                           cfg.handshakes_per_minute))
+        self.ssl = _ssl_context(cfg)
+        self._client_ips: dict[ServerConnection, str] = {}
 
     @classmethod
     def create(cls, cfg: ServerConfig) -> "AvatarServer":
+        check_exposure(cfg)      # before the model loads: refuse at once
+        _ssl_context(cfg)
         if cfg.demo:
             cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
             cfg.config = DEMO_CONFIG
@@ -77,6 +124,7 @@ class AvatarServer:
     @classmethod
     def with_engine(cls, cfg: ServerConfig, engine: Engine) -> "AvatarServer":
         """A server on an engine built elsewhere; sets the process-wide media options (bitrate, ICE hosts)."""
+        check_exposure(cfg)
         _set_video_bitrate(cfg.video_bitrate)
         extra = configure_host_candidates(cfg.host, cfg.ice_hosts)
         if extra and not cfg.ice_hosts:
@@ -133,11 +181,41 @@ class AvatarServer:
             given = auth[7:]
         return hmac.compare_digest(given.encode(), self.cfg.token.encode())
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl is not None else "http"
+
+    def _peer(self, conn: ServerConnection, request: Request) -> tuple[str, str | None, str]:
+        """(client address, Host, scheme) as the client used them, through trusted proxies."""
+        peer = conn.remote_address[0] if conn.remote_address else "?"
+        h, proxies = request.headers, self.cfg.trusted_proxies
+        if is_trusted(peer, proxies):
+            # The page's own origin is the one the proxy was asked for.
+            return (client_address(peer, h.get("X-Forwarded-For"), proxies),
+                    h.get("X-Forwarded-Host") or h.get("Host"), h.get("X-Forwarded-Proto") or self.scheme)
+        return peer, h.get("Host"), self.scheme
+
+    def _refuse(self, status: http.HTTPStatus, reason: str, why: str) -> Response:
+        self.metrics.refused[reason] += 1
+        return _response(status, (why + "\n").encode(), "text/plain")
+
     def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         if path == "/ws":
+            ip, host, scheme = self._peer(conn, request)
+            why = self.limits.refuse_rate(ip)
+            if why:
+                return self._refuse(http.HTTPStatus.TOO_MANY_REQUESTS, "rate", why)
+            why = self.origins.refuse(request.headers.get("Origin"), host, scheme)
+            if why:
+                return self._refuse(http.HTTPStatus.FORBIDDEN, "origin", why)
             if not self._authorised(request):
-                return _response(http.HTTPStatus.UNAUTHORIZED, b"missing or wrong token\n", "text/plain")
+                return self._refuse(http.HTTPStatus.UNAUTHORIZED, "token", "missing or wrong token")
+            why = self.limits.refuse_connection(ip)
+            if why:
+                return self._refuse(http.HTTPStatus.TOO_MANY_REQUESTS, "connections_per_ip", why)
+            self._client_ips[conn] = ip
+            asyncio.ensure_future(self._count_until_closed(conn, ip))
             return None  # go on with the websocket handshake
         if path == "/healthz":
             body = {"status": "ok", "sessions": self.active, "max_sessions": self.cfg.max_sessions,
@@ -152,6 +230,13 @@ class AvatarServer:
             return _response(http.HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4")
         return self._static(path)
 
+    async def _count_until_closed(self, conn: ServerConnection, ip: str) -> None:
+        try:
+            await conn.wait_closed()
+        finally:
+            self._client_ips.pop(conn, None)
+            self.limits.closed(ip)
+
     def _static(self, path: str) -> Response:
         rel = "index.html" if path in ("", "/") else path.lstrip("/")
         target = (self.static / rel).resolve()
@@ -162,25 +247,24 @@ class AvatarServer:
 
     # ------------------------------------------------------------------ websocket
     async def handler(self, ws: ServerConnection) -> None:
-        conn = Connection(self, ws)
+        conn = Connection(self, ws, self._client_ips.get(ws, ws.remote_address[0] if ws.remote_address else "?"))
         self.connections.add(conn)
         self.metrics.connections += 1
         await conn.run()
 
     async def serve(self, ready: asyncio.Future | None = None, stop: asyncio.Event | None = None) -> None:
-        origins = [*self.allowed_origins, None] if self.allowed_origins else None
         self.engine.start()
         try:
             async with serve(self.handler, self.cfg.host, self.cfg.port, process_request=self.process_request,
-                             origins=origins, max_size=protocol.MAX_OFFER_BYTES + 4096,
-                             compression=None) as server:
+                             max_size=protocol.MAX_OFFER_BYTES + 4096, compression=None, ssl=self.ssl) as server:
                 port = server.sockets[0].getsockname()[1]
-                url = f"http://{self.cfg.host}:{port}/"
+                url = f"{self.scheme}://{self.cfg.host}:{port}/"
+                ws = "wss" if self.ssl else "ws"
                 log.info("serving on %s", url)
                 if ready is not None:
                     ready.set_result(port)
                 else:
-                    print(f"FLOAT-RT serving {self.engine.cfg.name} on {url} (signalling at ws://{self.cfg.host}:{port}/ws)"
+                    print(f"FLOAT-RT serving {self.engine.cfg.name} on {url} (signalling at {ws}://{self.cfg.host}:{port}/ws)"
                           + ("  [demo weights: output is noise, not a face]" if self.demo_weights else ""), flush=True)
                 stop = stop or asyncio.Event()
                 await stop.wait()
@@ -193,6 +277,17 @@ class AvatarServer:
 def _response(status: http.HTTPStatus, body: bytes, ctype: str) -> Response:
     headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
     return Response(status.value, status.phrase, headers, body)
+
+
+def _ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    if cfg.certfile is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cfg.certfile, cfg.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise FloatRTError(f"cannot use the TLS certificate {cfg.certfile} / key {cfg.keyfile}: {exc}") from exc
+    return ctx
 
 
 def _set_video_bitrate(bps: int) -> None:

@@ -19,8 +19,13 @@ def cmd_serve(a) -> None:
     try:
         cfg = load_server_config(a.server_config, host=a.host, port=a.port, config=a.config,
                                  checkpoints=a.checkpoints, stream_config=a.stream_config, device=a.device,
-                                 max_sessions=a.max_sessions, token=a.token or None,
-                                 allowed_origins=a.allowed_origin or None, ice_hosts=a.ice_host or None,
+                                 max_sessions=a.max_sessions, token=a.token or None, token_file=a.token_file,
+                                 insecure_no_token=a.insecure_no_token or None,
+                                 allowed_origins=a.allowed_origin or None, trusted_proxies=a.trusted_proxy or None,
+                                 certfile=a.certfile, keyfile=a.keyfile,
+                                 max_connections_per_ip=a.max_connections_per_ip,
+                                 max_sessions_per_ip=a.max_sessions_per_ip,
+                                 handshakes_per_minute=a.handshakes_per_minute, ice_hosts=a.ice_host or None,
                                  video_codec=a.video_codec, video_bitrate=a.video_bitrate, demo=a.demo or None)
     except (OSError, ValueError) as exc:
         raise FloatRTError(str(exc)) from exc
@@ -59,12 +64,25 @@ def add_commands(sub) -> None:
     sv.add_argument("--config", default=None, help="model config (default float-512): " + model_cli.CONFIG_HELP)
     sv.add_argument("--stream-config", default=None, help="streaming config (default: the packaged stream)")
     sv.add_argument("--server-config", default="server", help="server config (default: the packaged server)")
-    sv.add_argument("--host", default=None, help="default 127.0.0.1")
+    sv.add_argument("--host", default=None, help="default 127.0.0.1; any other address needs a token")
     sv.add_argument("--port", type=int, default=None, help="default 8080 (0: any free port)")
     sv.add_argument("--device", default=None)
     sv.add_argument("--max-sessions", type=int, default=None)
-    sv.add_argument("--token", default=None, help="clients must present this token")
-    sv.add_argument("--allowed-origin", action="append", default=None, help="allowed page origin (repeatable)")
+    sv.add_argument("--token", default=None, help="clients must present this token (visible in `ps`: "
+                                                  "prefer --token-file or FLOAT_RT_TOKEN)")
+    sv.add_argument("--token-file", default=None, help="read the token from this file")
+    sv.add_argument("--insecure-no-token", action="store_true",
+                    help="serve a non-loopback address with no token (anyone who reaches it can use it)")
+    sv.add_argument("--allowed-origin", action="append", default=None,
+                    help="a page origin allowed besides the server's own, e.g. https://kiosk.example.com "
+                         "(repeatable; '*': any, not recommended)")
+    sv.add_argument("--trusted-proxy", action="append", default=None,
+                    help="reverse proxy address or CIDR whose X-Forwarded-For/-Host/-Proto are believed (repeatable)")
+    sv.add_argument("--certfile", default=None, help="TLS certificate (PEM): https and wss on the same port")
+    sv.add_argument("--keyfile", default=None, help="TLS private key (PEM)")
+    sv.add_argument("--max-connections-per-ip", type=int, default=None)
+    sv.add_argument("--max-sessions-per-ip", type=int, default=None)
+    sv.add_argument("--handshakes-per-minute", type=int, default=None, help="per client address")
     sv.add_argument("--ice-host", action="append", default=None,
                     help="ICE host candidate address to offer (repeatable; default: the machine's addresses, "
                          "plus 127.0.0.1 when listening on loopback)")

@@ -25,10 +25,21 @@ class ServerConfig:
     checkpoints: str | None = None
     device: str | None = None
     max_sessions: int = 4
+    # Who may connect (server/policy.py).  A non-loopback host needs a token unless insecure_no_token.
     token: str | None = None                   # clients must present it (?token=... or Bearer header)
-    allowed_origins: list[str] = field(default_factory=list)   # empty: any origin
+    token_file: str | None = None              # or read it from a file (FLOAT_RT_TOKEN also works)
+    insecure_no_token: bool = False            # serve a non-loopback address without a token (warned)
+    allowed_origins: list[str] = field(default_factory=list)   # browser origins besides the server's own; "*": any
+    trusted_proxies: list[str] = field(default_factory=list)   # proxies (IPs/CIDRs) whose X-Forwarded-For is believed
+    max_connections_per_ip: int = 8            # open websockets per client address (HTTP 429 beyond)
+    max_sessions_per_ip: int = 2               # avatar sessions per client address (`busy` beyond)
+    handshakes_per_minute: int = 60            # websocket handshakes per client address (HTTP 429 beyond)
+    session_wait_s: float = 60.0               # a websocket that holds no session is closed after this
+    certfile: str | None = None                # TLS: https and wss on the same port
+    keyfile: str | None = None
     ice_hosts: list[str] = field(default_factory=list)         # host candidates to offer (e.g. 127.0.0.1)
-    ice_servers: list[str] = field(default_factory=list)       # STUN/TURN urls; none by default
+    # STUN/TURN servers, none by default: "stun:host:port", or {urls, username, credential} for TURN.
+    ice_servers: list = field(default_factory=list)
     video_codec: str = "vp8"                   # vp8 | h264
     video_bitrate: int = 1_500_000
     video_size: int = 512
@@ -43,6 +54,11 @@ class ServerConfig:
             raise ValueError(f"video_codec must be vp8 or h264, got {self.video_codec!r}")
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be >= 1")
+        for name in ("max_connections_per_ip", "max_sessions_per_ip", "handshakes_per_minute"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("TLS needs both certfile and keyfile")
 
 
 def load_server_config(path: str | Path | None = "server", **overrides) -> ServerConfig:

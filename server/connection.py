@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class Connection:
-    def __init__(self, server: "AvatarServer", ws):
-        self.server, self.ws = server, ws
+    def __init__(self, server: "AvatarServer", ws, ip: str):
+        self.server, self.ws, self.ip = server, ws, ip
         self.pc: RTCPeerConnection | None = None
         self.session = None
         self.options: protocol.OfferOptions | None = None
@@ -40,7 +40,9 @@ class Connection:
         self.audio: AvatarAudioTrack | None = None
         self.closed = False
         self.slot = False
+        self.ip_slot = False
         self.last_activity = time.monotonic()
+        self.idle_since = time.monotonic()          # holding no session since
         self._frames_seen = 0
 
     # ------------------------------------------------------------------ messaging
@@ -56,6 +58,7 @@ class Connection:
 
     async def run(self) -> None:
         await self.send(self.server.hello())
+        waiter = asyncio.ensure_future(self._close_if_no_session())
         try:
             async for message in self.ws:
                 self.last_activity = time.monotonic()
@@ -72,6 +75,7 @@ class Connection:
         except Exception as exc:  # noqa: BLE001 - connection errors end this client only
             log.info("connection ended: %s", exc)
         finally:
+            waiter.cancel()
             await self.close()
 
     async def on_text(self, text: str) -> bool:
@@ -118,6 +122,12 @@ class Connection:
             srv.metrics.sessions_rejected_busy += 1
             raise ProtocolError("busy", f"the server is at its limit of {srv.cfg.max_sessions} sessions; try later")
         self.slot = True
+        why = srv.limits.refuse_session(self.ip)
+        if why:
+            self._release()
+            srv.metrics.sessions_rejected_busy += 1
+            raise ProtocolError("busy", why)
+        self.ip_slot = True
         self.options = opts
         try:
             image = await asyncio.to_thread(self._reference, opts)
@@ -224,6 +234,22 @@ class Connection:
         if self.slot:
             self.slot = False
             self.server.release()
+        if self.ip_slot:
+            self.ip_slot = False
+            self.server.limits.session_ended(self.ip)
+        self.idle_since = time.monotonic()
+
+    async def _close_if_no_session(self) -> None:
+        """A websocket that holds no session for session_wait_s is closed (it would hold a slot for nothing)."""
+        wait = self.server.cfg.session_wait_s
+        while not self.closed:
+            left = self.idle_since + wait - time.monotonic()
+            if self.session is None and not self.slot and left <= 0:
+                self.server.metrics.idle_closed += 1
+                await self.error("timeout", f"no session for {wait:g} s; connect again to start one")
+                await self.close()
+                return
+            await asyncio.sleep(max(0.2, left if self.session is None else wait))
 
     async def end_session(self) -> None:
         """Free the session, tracks, peer connection and tasks; the websocket stays open."""

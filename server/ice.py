@@ -54,7 +54,11 @@ def configure_host_candidates(host: str, pinned: list[str] | None) -> list[str] 
     return None
 
 
-def rtc_configuration(ice_servers: list[str]):
+def rtc_configuration(ice_servers: list):
+    """aiortc's configuration: STUN/TURN servers as URLs or ``{urls, username, credential}`` dicts."""
     from aiortc import RTCConfiguration, RTCIceServer
+    servers = [RTCIceServer(urls=s) if isinstance(s, str) else
+               RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+               for s in ice_servers]
     # An explicit empty list: aiortc would otherwise add a public STUN server.
-    return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in ice_servers])
+    return RTCConfiguration(iceServers=servers)

@@ -14,6 +14,8 @@ class Metrics:
     frames_duplicated: int = 0
     frames_dropped: int = 0
     errors: collections.Counter = field(default_factory=collections.Counter)
+    refused: collections.Counter = field(default_factory=collections.Counter)   # handshakes, by reason
+    idle_closed: int = 0
 
     def render(self, active: int, max_sessions: int, latency_ms: list[float]) -> str:
         lines = []
@@ -35,6 +37,12 @@ class Metrics:
                self.frames_duplicated)
         metric("float_rt_frames_dropped_total", "counter", "Frames or input skipped to bound latency.",
                self.frames_dropped)
+        for reason, n in sorted(self.refused.items()):
+            metric("float_rt_handshakes_refused_total", "counter",
+                   "Websocket handshakes refused, by reason (origin, token, rate, connections_per_ip).", n,
+                   f'{{reason="{reason}"}}')
+        metric("float_rt_idle_websockets_closed_total", "counter", "Websockets closed for holding no session.",
+               self.idle_closed)
         for code, n in sorted(self.errors.items()):
             metric("float_rt_errors_total", "counter", "Errors sent to clients, by code.", n, f'{{code="{code}"}}')
         if latency_ms:

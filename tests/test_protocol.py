@@ -88,3 +88,46 @@ def test_server_config():
         ServerConfig(video_codec="av1")
     with pytest.raises(ValueError, match="nope"):
         load_server_config(None, nope=1)
+
+
+def test_origin_policy_rules():
+    from server.policy import OriginPolicy, normalise_origin
+    assert normalise_origin("https://Kiosk.Example.com:443/") == "https://kiosk.example.com"
+    assert normalise_origin("http://[::1]:8080") == "http://[::1]:8080"
+    assert normalise_origin("null") is None and normalise_origin("ftp://x") is None
+    own = OriginPolicy([])
+    assert own.refuse(None, "a:1", "http") is None                        # native clients
+    assert own.refuse("http://a:1", "a:1", "http") is None                # the page's own origin
+    assert own.refuse("https://a", "a:443", "https") is None              # default ports
+    assert own.refuse("http://a:1", "a:1", "https") and own.refuse("http://b:1", "a:1", "http")
+    assert "not a web origin" in own.refuse("null", "a:1", "http")
+    extra = OriginPolicy(["https://kiosk.example.com"])
+    assert extra.refuse("https://kiosk.example.com", "a:1", "http") is None
+    assert OriginPolicy(["*"]).refuse("http://evil.example", "a:1", "http") is None
+    with pytest.raises(ValueError, match="allowed origin"):
+        OriginPolicy(["kiosk.example.com"])
+
+
+def test_client_address_through_proxies():
+    from server.policy import client_address
+    assert client_address("10.0.0.5", "1.2.3.4", []) == "10.0.0.5"                     # no proxy trusted
+    assert client_address("10.0.0.5", "1.2.3.4", ["10.0.0.0/8"]) == "1.2.3.4"
+    assert client_address("10.0.0.5", "9.9.9.9, 1.2.3.4, 10.0.0.7", ["10.0.0.0/8"]) == "1.2.3.4"
+    assert client_address("8.8.8.8", "1.2.3.4", ["10.0.0.0/8"]) == "8.8.8.8"           # spoofed header
+
+
+def test_address_limits_count_and_forget():
+    from server.policy import AddressLimits, Limits
+    now = [0.0]
+    lim = AddressLimits(Limits(max_connections=1, max_sessions=1, handshakes_per_minute=2), clock=lambda: now[0])
+    assert lim.refuse_rate("a") is None and lim.refuse_connection("a") is None
+    assert "max_connections_per_ip" in lim.refuse_connection("a")
+    assert lim.refuse_connection("b") is None
+    assert lim.refuse_rate("a") is None and "handshakes_per_minute" in lim.refuse_rate("a")
+    now[0] += 60.0
+    assert lim.refuse_rate("a") is None                                   # a minute later
+    assert lim.refuse_session("a") is None and "max_sessions_per_ip" in lim.refuse_session("a")
+    lim.session_ended("a")
+    lim.closed("a")
+    assert lim.refuse_session("a") is None and lim.refuse_connection("a") is None
+    assert dict(lim.connections) == {"a": 1, "b": 1}

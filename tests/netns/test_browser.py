@@ -16,7 +16,7 @@ import websockets
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def launch(url: str, wav: Path, profile: Path) -> subprocess.Popen:
+def launch(url: str, wav: Path, profile: Path, *extra: str) -> subprocess.Popen:
     args = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-default-apps", "--mute-audio", "--autoplay-policy=no-user-gesture-required",
@@ -24,7 +24,7 @@ def launch(url: str, wav: Path, profile: Path) -> subprocess.Popen:
             f"--use-file-for-fake-audio-capture={wav}", "--allow-loopback-in-peer-connection",
             # Host candidates as plain addresses (mDNS names cannot be resolved in the namespace).
             "--disable-features=WebRtcHideLocalIpsWithMdns",
-            "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1000,800", url]
+            "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1000,800", *extra, url]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -61,26 +61,36 @@ class CDP:
         return r["result"].get("value")
 
 
-def test_page_in_chromium_shows_the_avatar(server, speech_wav, tmp_path):
+async def frames_decoded(cdp: CDP, timeout: float = 60.0) -> list[int]:
+    """The page's framesDecoded over time, until the video plays (or the time is up)."""
+    seen = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        stats = await cdp.js("JSON.stringify(window.avatarStats || null)")
+        stats = json.loads(stats) if stats else None
+        if stats:
+            seen.append(stats["framesDecoded"])
+            if stats["errors"]:
+                raise AssertionError(f"page errors: {stats['errors']}")
+            if len(seen) > 3 and seen[-1] > 25 and seen[-1] > seen[-3]:
+                break
+        await asyncio.sleep(0.5)
+    return seen
+
+
+def require_chromium():
     if CHROMIUM is None:
         pytest.fail("Chromium is required for this test (apt-get install chromium; .ci/run installs it)")
+
+
+def test_page_in_chromium_shows_the_avatar(server, speech_wav, tmp_path):
+    require_chromium()
     proc = launch(server.http + "/?autostart=1", speech_wav, tmp_path / "profile")
     try:
         async def main():
             async with websockets.connect(devtools_page(tmp_path / "profile"), max_size=None) as ws:
                 cdp = CDP(ws)
-                seen = []
-                end = time.monotonic() + 60
-                while time.monotonic() < end:
-                    stats = await cdp.js("JSON.stringify(window.avatarStats || null)")
-                    stats = json.loads(stats) if stats else None
-                    if stats:
-                        seen.append(stats["framesDecoded"])
-                        if stats["errors"]:
-                            raise AssertionError(f"page errors: {stats['errors']}")
-                        if len(seen) > 3 and seen[-1] > 25 and seen[-1] > seen[-3]:
-                            break
-                    await asyncio.sleep(0.5)
+                seen = await frames_decoded(cdp)
                 rect = await cdp.js("(() => { const r = document.getElementById('video').getBoundingClientRect();"
                                     " return [r.x, r.y, r.width, r.height]; })()")
                 shot = await cdp.call("Page.captureScreenshot", format="png",

@@ -68,7 +68,7 @@ def test_fifty_connect_disconnect_cycles_leak_nothing(server, client_mod, speech
             c = await session(client_mod, server.url, speech, emotion="neutral")
             await c.close()
 
-    asyncio.run(cycles(5))                         # warm-up: codecs, allocator pools
+    asyncio.run(cycles(10))                        # warm-up: codecs, allocator pools
     assert wait_until(lambda: idle(server))
     gc.collect()
     rss0 = proc.memory_info().rss
