@@ -21,6 +21,8 @@ from float_rt.config import build_dataclass
 from float_rt.errors import FloatRTError
 from float_rt.model import FloatModel
 from float_rt.motion.fused import FusedDecoder
+from float_rt.cpu import tune as tune_cpu
+from float_rt.packed import pack_linears
 
 from .graphs import STAGES
 
@@ -39,6 +41,9 @@ class BackendConfig:
     emotion: str = "torch"
     engines: str | None = None      # folder written by `float-rt export onnx` / `export trt`
     fused_decoder: bool = True      # torch decoder: the fused channels-last form (exact, faster)
+    packed_linear: bool = True      # torch on CPU: linear layers on oneDNN with prepacked weights (float_rt/packed.py)
+    keep_heap: bool = True          # CPU: glibc keeps freed activations in the heap (float_rt/cpu.py)
+    flush_denormal: bool = True     # CPU: denormals as zero
     compile: bool = False           # torch: torch.compile the FMT and the decoder
 
     def __post_init__(self):
@@ -195,6 +200,8 @@ class EmotionStage(nn.Module):
 def apply_backends(model: FloatModel, cfg: BackendConfig, device: torch.device | str = "cpu") -> FloatModel:
     """Swap the model's stages for the configured backends (in place); returns the model."""
     device = torch.device(device)
+    if device.type == "cpu":
+        tune_cpu(cfg.keep_heap, cfg.flush_denormal)
     folder = Path(cfg.engines) if cfg.engines else None
     used = {getattr(cfg, s) for s in STAGES}
     manifest = None
@@ -209,6 +216,8 @@ def apply_backends(model: FloatModel, cfg: BackendConfig, device: torch.device |
         if kind == "torch":
             if stage == "decoder" and cfg.fused_decoder:
                 model.motion.decoder = FastTorchDecoder(model.motion.decoder, device, cfg.compile)
+            if cfg.packed_linear and device.type == "cpu" and stage in ("fmt", "audio", "emotion"):
+                pack_linears(getattr(model, stage))
             if stage == "fmt" and cfg.compile:
                 model.fmt.forward = torch.compile(model.fmt.forward)
             continue

@@ -17,10 +17,9 @@ import torch
 from float_rt.bench import median_time
 from float_rt.model import FloatModel
 from float_rt.motion.fused import FusedDecoder, to_channels_last
+from float_rt.packed import pack_linears, unpacked
 from float_rt.reference import relative_error as rel_err
 
-
-OFFICIAL_CPU = {"decode_s_per_frame": 1.6, "fmt_guided_eval_s": 0.48}
 
 
 def cpu_has_bf16() -> bool:
@@ -59,8 +58,7 @@ def bench_backends(model: FloatModel, engines: str | Path | None = None, repeat:
         e64 = "" if err64 is None else f"  (vs float64 {err64:.1e})"
         log(f"  {stage:8s} {path:34s} {seconds * 1e3:9.1f} ms/{per}  rel.err {err:.1e}{e64}")
 
-    log(f"[decoder] {m.input_size}x{m.input_size}, {torch.get_num_threads()} threads; official code: "
-        f"{OFFICIAL_CPU['decode_s_per_frame'] * 1e3:.0f} ms/frame")
+    log(f"[decoder] {m.input_size}x{m.input_size}, {torch.get_num_threads()} threads")
     add("decoder", "torch module, batch 1", timed(lambda: dec(lat1, feats)), "frame", 0.0, rel_err(ref, ref64))
     add("decoder", f"torch module, batch {batch}", timed(lambda: dec(latb, feats)) / batch, "frame",
         rel_err(dec(latb, feats)[:1], dec(latb[:1], feats)))
@@ -83,17 +81,18 @@ def bench_backends(model: FloatModel, engines: str | Path | None = None, repeat:
         add("decoder", "onnxruntime fp32, batch 1", timed(lambda: ort(latent=lat1, **names)), "frame",
             rel_err(out, ref), rel_err(out, ref64))
 
-    log(f"[fmt] one guided evaluation (batch 3, window {m.window}); official code: "
-        f"{OFFICIAL_CPU['fmt_guided_eval_s'] * 1e3:.0f} ms")
+    log(f"[fmt] one guided evaluation (batch 3, window {m.window})")
     b3 = 3
     args = dict(t=torch.full((1,), 0.5, device=dev), x=torch.randn(b3, m.num_frames, m.dim_w, generator=g).to(dev),
                 wa=torch.randn(b3, m.num_frames, m.dim_a, generator=g).to(dev), wr=r_s.repeat(b3, 1),
                 we=torch.softmax(torch.randn(b3, 1, m.dim_e, generator=g), -1).to(dev),
                 prev_x=torch.randn(b3, m.num_prev_frames, m.dim_w, generator=g).to(dev),
                 prev_wa=torch.randn(b3, m.num_prev_frames, m.dim_a, generator=g).to(dev))
-    fmt = model.fmt
-    vref = fmt(**args)
-    add("fmt", "torch fp32", timed(lambda: fmt(**args)), "eval", 0.0)
+    fmt = pack_linears(model.fmt)          # as the torch backend runs it on CPU
+    with unpacked():
+        vref = fmt(**args)
+        add("fmt", "torch fp32, F.linear", timed(lambda: fmt(**args)), "eval", 0.0)
+    add("fmt", "torch fp32, oneDNN packed linear", timed(lambda: fmt(**args)), "eval", rel_err(fmt(**args), vref))
     if dev.type == "cpu" and cpu_has_bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = fmt(**args).float()

@@ -111,6 +111,8 @@ def cmd_convert(a) -> None:
 
 
 def cmd_bench(a) -> None:
+    import json
+
     import torch
 
     from .bench import run_bench, write_json
@@ -118,9 +120,15 @@ def cmd_bench(a) -> None:
     cfg = load_config_arg(a.config)
     if a.threads:
         torch.set_num_threads(a.threads)
-    pipe = FloatPipeline.from_checkpoints(resolve_checkpoints(a.checkpoints), cfg, a.device,
-                                          decode_batch=a.decode_batch)
-    res = run_bench(pipe, cfg, repeat=a.repeat, decode_batch=a.decode_batch, e2e_seconds=a.seconds)
+    official = None
+    if a.official:
+        try:
+            official = json.loads(Path(a.official).read_text())
+        except (OSError, ValueError) as exc:
+            raise FloatRTError(f"cannot read {a.official}: {exc}") from exc
+    pipe = FloatPipeline.from_checkpoints(resolve_checkpoints(a.checkpoints), cfg, a.device)
+    res = run_bench(pipe, cfg, repeat=a.repeat, decode_frames=a.decode_frames, e2e_seconds=a.seconds,
+                    official=official)
     if a.json:
         write_json(res, a.json)
 
@@ -174,9 +182,11 @@ def add_commands(sub) -> None:
     b.add_argument("--device", default="cpu")
     b.add_argument("--json", default=None)
     b.add_argument("--repeat", type=int, default=3)
-    b.add_argument("--decode-batch", type=int, default=4)
+    b.add_argument("--decode-frames", type=int, default=5, help="frames a streaming step decodes (its chunk)")
     b.add_argument("--seconds", type=float, default=2.0, help="audio length of the end-to-end run")
     b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--official", default=None, help="JSON from shared/tools/official-bench, run right before: "
+                                                    "prints the same-run ratios")
     b.set_defaults(func=cmd_bench)
 
 

@@ -146,6 +146,8 @@ class Engine:
             self._thread = None
 
     def _run(self) -> None:
+        if self.device.type == "cpu" and self.cfg.backends.get("flush_denormal", True):
+            torch.set_flush_denormal(True)    # per thread: the model's thread needs it too (float_rt/cpu.py)
         while not self._stop.is_set():
             if self.step() == 0:
                 self._wakeup.wait(0.005)

@@ -175,3 +175,42 @@ def test_audio_features_follow_the_frame_clock(small_model):
         wa = small_model.encode_audio(iv)
         assert wa.shape == (1, math.ceil(n * 25 / 16000), 128)
         assert torch.isfinite(wa).all()
+
+
+def test_packed_linear_is_the_same_linear():
+    from float_rt.packed import PackedLinear, available, pack_linears, unpacked
+    if not available():
+        pytest.fail("this torch build has no oneDNN linear")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 8, bias=False))
+    keys = set(net.state_dict())
+    x = torch.randn(3, 7, 64)
+    with torch.no_grad():
+        ref = net(x)
+        pack_linears(net)
+        assert all(isinstance(net[i], PackedLinear) for i in (0, 2)) and set(net.state_dict()) == keys
+        out = net(x)
+        assert (out - ref).abs().max() < 1e-5
+        with unpacked():
+            assert torch.equal(net(x), ref)                      # F.linear, bit for bit
+        net.load_state_dict({k: v * 2 for k, v in net.state_dict().items()})   # repacked after a new weight
+        with unpacked():
+            ref2 = net(x)
+        assert (net(x) - ref2).abs().max() < 1e-4
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert net(x).dtype == torch.bfloat16                # autocast: the F.linear path
+    y = net(x.requires_grad_())                                  # training: F.linear, with gradients
+    y.sum().backward()
+    assert x.grad is not None
+
+
+def test_cpu_tuning_and_info():
+    from float_rt.cpu import cpu_info, tune
+    info = cpu_info()
+    assert {"cpu", "threads", "avx512f", "avx512_bf16", "amx_tile", "onednn"} <= set(info)
+    try:
+        done = tune()
+        assert done["flush_denormal"] is True and torch.tensor([1e-39]).mul(1.0).item() == 0.0
+        assert done["keep_heap"] is True              # Linux with glibc (this machine and CI)
+    finally:
+        torch.set_flush_denormal(False)

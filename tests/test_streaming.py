@@ -113,7 +113,9 @@ def test_sessions_batched_together_do_not_mix(pipe, image, speech):
     fa, fb = drain(engine, a, b)
     assert len(fa) == len(ref_frames) == len(fb)
     assert rel(motion_of(fa), motion_of(ref_frames)) < 1e-5
-    assert np.abs(np.stack([f.image for f in fa]).astype(int) - np.stack([f.image for f in ref_frames])).max() <= 1
+    # The same frames up to float rounding (oneDNN's GEMM blocking depends on the batch size).
+    diff = np.abs(np.stack([f.image for f in fa]).astype(int) - np.stack([f.image for f in ref_frames]))
+    assert diff.max() <= 2 and (diff > 1).mean() < 1e-4
     assert rel(motion_of(fb), motion_of(fa)) > 0.05
 
 

@@ -1,0 +1,74 @@
+"""Linear layers on oneDNN with their weights packed once, for CPU inference.
+
+PyTorch's CPU ``F.linear`` goes to the BLAS it was built with (MKL), which on some CPUs (AMD
+with AVX-512, for one) runs fp32 GEMMs at well under half of what the cores can do; oneDNN,
+given a weight reordered ahead of time into its blocked layout, runs the same fp32 product
+near peak (2-3x on the FMT's shapes, measured by ``float-rt bench``).  The results are fp32
+products in another summation order: within 1e-6 of ``F.linear``.
+
+``pack_linears(module)`` swaps every ``nn.Linear`` inside a module for ``PackedLinear``, which
+keeps the same parameters (state dicts, exports and other devices are unchanged) and falls
+back to ``F.linear`` off the CPU, under autocast, or where oneDNN is missing.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_state = threading.local()
+
+
+def available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class PackedLinear(nn.Linear):
+    """``nn.Linear`` whose CPU forward uses a oneDNN-packed copy of its weight."""
+
+    def __init__(self, linear: nn.Linear):
+        nn.Module.__init__(self)          # the parameters are the linear's own, not new ones
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self._packed: torch.Tensor | None = None
+        self._version = -1
+
+    def _pack(self) -> torch.Tensor:
+        # Repacked if the weight was changed in place (load_state_dict, .to(), ...).
+        if self._packed is None or self._version != self.weight._version:
+            with torch.no_grad():
+                self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), None)
+            self._version = self.weight._version
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32
+                or torch.is_autocast_enabled("cpu") or torch.is_grad_enabled() or getattr(_state, "off", False)):
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self._pack(), self.bias, "none", [], "")
+
+
+def pack_linears(module: nn.Module) -> nn.Module:
+    """Swap every ``nn.Linear`` of ``module`` (in place) for a ``PackedLinear``; returns the module."""
+    if not available():
+        return module
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, PackedLinear(child))
+    return module
+
+
+
+@contextlib.contextmanager
+def unpacked():
+    """Within it (in this thread), packed layers run ``F.linear`` (for side-by-side benchmarks)."""
+    before = getattr(_state, "off", False)
+    _state.off = True
+    try:
+        yield
+    finally:
+        _state.off = before
