@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """GPU benchmark at 512 px: build the engines, then per-stage ms, end-to-end fps and concurrent sessions.
 
-    python scripts/bench_gpu.py --checkpoints CKPT_DIR [--config configs/float-512.yaml] [--out .cache/engines-512]
+    python scripts/bench_gpu.py --checkpoints CKPT_DIR [--config float-512] [--out .cache/engines-512]
 
 Steps (each printed as it runs):
 1. `export onnx` of the five stages (skipped when the folder already matches the weights);
@@ -36,7 +36,7 @@ def cuda_time(fn, repeat=10) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoints", required=True)
-    p.add_argument("--config", default=str(ROOT / "configs" / "float-512.yaml"))
+    p.add_argument("--config", default="float-512", help="a packaged config name or a YAML file")
     p.add_argument("--out", default=str(ROOT / ".cache" / "engines-512"))
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--json", default=None)
@@ -53,7 +53,8 @@ def main() -> int:
     from streaming.config import StreamConfig
     from streaming.engine import Engine
 
-    cfg = load_config(a.config)
+    from float_rt.resources import config_path
+    cfg = load_config(config_path(a.config))
     dev = torch.device("cuda")
     model, _ = load_model(cfg.model, a.checkpoints, dev)
     out = Path(a.out)
