@@ -58,7 +58,8 @@ def build_pipeline(transport, stt, llm, tts, avatar):
                                                                        LLMUserAggregatorParams)
     context = LLMContext([{"role": "system", "content": "You are a friendly assistant with a face. "
                                                         "Keep answers to one or two short sentences."}])
-    aggregators = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()))
+    aggregators = LLMContextAggregatorPair(context,
+                                           user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()))
     return Pipeline([transport.input(), stt, aggregators.user(), llm, tts, avatar, transport.output(),
                      aggregators.assistant()])
 

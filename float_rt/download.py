@@ -185,7 +185,8 @@ def describe(cfg_name: str, folder: Path, report: LoadReport) -> list[str]:
     for file, count in report.used.items():
         size = (folder / file).stat().st_size
         extra = report.ignored.get(file) or []
-        note = f", {len(extra)} unused ignored ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''})" if extra else ""
+        more = ", ..." if len(extra) > 3 else ""
+        note = f", {len(extra)} unused ignored ({', '.join(extra[:3])}{more})" if extra else ""
         lines.append(f"  {file}: {size / 2**20:,.0f} MiB, {count} tensors match {cfg_name}{note}")
     audio, emotion = hf_config(folder / AUDIO_DIR), hf_config(folder / EMOTION_DIR, classifier=True)
     lines.append(f"  audio encoder: wav2vec2, {audio.num_hidden_layers} layers x {audio.hidden_size}")

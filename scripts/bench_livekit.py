@@ -113,9 +113,11 @@ async def av_offsets(engine, image, speech: np.ndarray) -> dict:
     timeline[first * spo + start:first * spo + start + len(speech)] = speech
     offsets = []
     for idx, a in seen:               # which frame's audio is this? 0 = the frame just shown
-        hits = [d for d in range(-3, 4) if 0 <= (idx + d) * spo and np.array_equal(a, timeline[(idx + d) * spo:(idx + d + 1) * spo])]
+        hits = [d for d in range(-3, 4)
+                if idx + d >= 0 and np.array_equal(a, timeline[(idx + d) * spo:(idx + d + 1) * spo])]
         offsets.append(0 if 0 in hits else (hits[0] if hits else None))   # silent frames match many
-    return {"audio_frames": len(seen), "offset_frames": {str(d): offsets.count(d) for d in sorted(set(offsets), key=str)}}
+    counts = {str(d): offsets.count(d) for d in sorted(set(offsets), key=str)}
+    return {"audio_frames": len(seen), "offset_frames": counts}
 
 
 def encode_cost(frames: np.ndarray, seconds: float = 4.0) -> dict:
@@ -155,7 +157,8 @@ async def livekit_cpu(engine_cfg, stream_cfg, frames, speech: np.ndarray, n: int
         gen = FloatVideoGenerator(engine, None, engine.default_options(emotion="neutral"), video_size=512,
                                   audio_sample_rate=24000)
         queue = QueueAudioOutput(sample_rate=24000)
-        runner = AvatarRunner(StandInRoom(), audio_recv=queue, video_gen=gen, options=AvatarOptions(512, 512, 25, 24000, 1))
+        runner = AvatarRunner(StandInRoom(), audio_recv=queue, video_gen=gen,
+                              options=AvatarOptions(512, 512, 25, 24000, 1))
         await runner.start()
         runners.append(runner), gens.append(gen), queues.append(queue)
     for q in queues:
@@ -196,7 +199,7 @@ def main() -> int:
     logging.disable(logging.WARNING)
     from bench_server import bench_model_free
     from frame_cache import portrait_frames
-    from livekit_helpers import espeak
+    from speech import espeak
     res: dict = {}
     speech = espeak("Hello there. I am a talking avatar, and this is a reply that will be cut off by the user.")
     engine = small_engine(a.checkpoints)

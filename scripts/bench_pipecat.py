@@ -38,25 +38,12 @@ def isolated() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
-def speech(text: str) -> np.ndarray:
-    import av
-    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True).stdout
-    import io
-    out = []
-    with av.open(io.BytesIO(wav)) as c:
-        res = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        for f in c.decode(audio=0):
-            out += [o.to_ndarray()[0] for o in res.resample(f)]
-        out += [o.to_ndarray()[0] for o in res.resample(None)]
-    return np.concatenate(out).astype(np.int16)
-
-
 async def measure(engine, image, seconds: float = 12.0, **avatar_options) -> dict:
     """Run the bot and the client in this process (which must be isolated); return the figures."""
     import av
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
-    from pipecat.frames.frames import (InterruptionFrame, OutputImageRawFrame, TextFrame, TTSAudioRawFrame,
+    from pipecat.frames.frames import (InterruptionFrame, TextFrame, TTSAudioRawFrame,
                                        TTSStartedFrame, TTSStoppedFrame)
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -69,6 +56,7 @@ async def measure(engine, image, seconds: float = 12.0, **avatar_options) -> dic
     from server.ice import use_host_addresses
     from server.pipecat import FloatAvatarService
     from server.stamp import read_stamp
+    from speech import espeak
 
     use_host_addresses(["127.0.0.1"])     # aioice skips loopback: pin every peer of this process
 
@@ -83,7 +71,7 @@ async def measure(engine, image, seconds: float = 12.0, **avatar_options) -> dic
         async def process_frame(self, frame, direction):
             await super().process_frame(frame, direction)
             if isinstance(frame, TextFrame) and direction == FrameDirection.DOWNSTREAM:
-                pcm = await asyncio.to_thread(speech, frame.text)
+                pcm = await asyncio.to_thread(espeak, frame.text, RATE)
                 self.replies.append(pcm)
                 await self.push_frame(TTSStartedFrame())
                 self.first_audio.append(time.monotonic())
@@ -258,4 +246,5 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests"))      # tests/speech.py: espeak-ng speech
     sys.exit(main())

@@ -190,8 +190,8 @@ def bench_model_free(a) -> list[dict]:
         for n in counts:
             row = asyncio.run(run(n))
             results.append(row)
-            print(f"  {n}  {row['server_cores']:12.2f}  {row['cores_per_session']:11.3f}  {row['event_loop_cores']:10.2f}"
-                  f"  {row['client_cores']:13.2f}"
+            print(f"  {n}  {row['server_cores']:12.2f}  {row['cores_per_session']:11.3f}"
+                  f"  {row['event_loop_cores']:10.2f}  {row['client_cores']:13.2f}"
                   f"  {row['fps_min']:8.1f}  {row['duplicated_pct']:4.1f}  {'yes' if row['sustained'] else 'no'}")
             time.sleep(1.0)
     finally:

@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError("the Pipecat integration needs the pipecat extra: pip install 'float-rt[pipecat]'") from exc
 
 from float_rt.errors import FloatRTError
+from streaming.audio_input import to_int16
 from streaming.engine import Engine
 from streaming.speech import SpeechTrack
 
@@ -79,7 +80,8 @@ class FloatAvatarService(AIService):
                  stamp: bool = False, **options):
         unknown = sorted(set(options) - set(SESSION_OPTIONS) - {"settings"})
         if unknown:
-            raise FloatRTError(f"unknown avatar option(s) {', '.join(unknown)}; choose from {', '.join(SESSION_OPTIONS)}")
+            raise FloatRTError(f"unknown avatar option(s) {', '.join(unknown)}; "
+                               f"choose from {', '.join(SESSION_OPTIONS)}")
         settings = options.pop("settings", None) or ServiceSettings(model="float-rt")
         super().__init__(settings=settings)
         self.engine, self.image = engine, image
@@ -184,12 +186,8 @@ class FloatAvatarService(AIService):
             await self.push_frame(frame, direction)
 
     def _push_speech(self, frame: TTSAudioRawFrame) -> None:
-        pcm = np.frombuffer(frame.audio, dtype=np.int16).reshape(-1, frame.num_channels)
-        try:
-            self.speech.push(pcm[:, 0] if frame.num_channels == 1 else pcm, frame.sample_rate)
-        except FloatRTError as exc:      # bad or excess audio: this frame is dropped, the avatar goes on
+        if not self.speech.push_int16(frame.audio, frame.num_channels, frame.sample_rate):
             self.stats.rejected_audio_frames += 1
-            log.warning("avatar session %s: audio frame dropped: %s", self.session.id, exc)
 
     # ------------------------------------------------------------------ frames out
     def _image(self, rgb: np.ndarray, index: int) -> OutputImageRawFrame:
@@ -203,8 +201,8 @@ class FloatAvatarService(AIService):
         return frame
 
     def _audio(self, audio: np.ndarray) -> TTSAudioRawFrame:
-        pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
-        return TTSAudioRawFrame(audio=pcm.tobytes(), sample_rate=self.session.audio.out_rate, num_channels=1)
+        return TTSAudioRawFrame(audio=to_int16(audio).tobytes(), sample_rate=self.session.audio.out_rate,
+                                num_channels=1)
 
     async def _show(self, image: OutputImageRawFrame) -> None:
         self.stats.images += 1

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from streaming.audio_input import to_int16
 from streaming.session import Frame, Session
 
 from .stamp import draw_stamp
@@ -87,7 +88,7 @@ class AvatarAudioTrack(_QueueTrack):
         self.samples = 0
 
     def push(self, f: Frame) -> None:
-        pcm = (np.clip(f.audio, -1, 1) * 32767).astype(np.int16)
+        pcm = to_int16(f.audio)
         n = int(self.rate * self.PTIME)
         for i in range(0, pcm.size, n):
             frame = av.AudioFrame.from_ndarray(pcm[None, i:i + n], format="s16", layout="mono")

@@ -68,6 +68,12 @@ def to_mono_float(samples, sample_rate: int) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(x, dtype=np.float32), fixed
 
 
+def to_int16(x: np.ndarray) -> np.ndarray:
+    """Float samples -> int16: the inverse of ``to_mono_float``'s int16 / 32768, so int16 speech that
+    went through a session comes back sample for sample."""
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
 @dataclass
 class AudioInput:
     """16 kHz samples of one session, addressed by absolute sample index."""

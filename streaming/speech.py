@@ -8,11 +8,18 @@ start with it and which end with it.  A barge-in drops every segment at once.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from float_rt.errors import FloatRTError
+
 from .session import Frame, Session
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +47,7 @@ class SpeechTrack:
         self.segments: list[Segment] = []
         self._open: Segment | None = None
         self._begin: Any = None
+        self.rejected = 0            # audio frames the session refused (bad audio, too much queued)
 
     def begin(self, marker: Any = None) -> None:
         """A new segment starts (its audio follows); ``marker`` comes back with its first frame."""
@@ -54,6 +62,18 @@ class SpeechTrack:
             self._begin = None
             self.segments.append(self._open)
         self._open.last = end
+
+    def push_int16(self, data: bytes, channels: int, rate: int) -> bool:
+        """Interleaved 16-bit PCM, as voice-agent frameworks carry it.  Audio the session refuses
+        is dropped and counted (False): one bad frame must not end the avatar."""
+        pcm = np.frombuffer(data, dtype=np.int16).reshape(-1, channels)
+        try:
+            self.push(pcm[:, 0] if channels == 1 else pcm, rate)
+        except FloatRTError as exc:
+            self.rejected += 1
+            log.warning("avatar session %s: audio frame dropped: %s", self.session.id, exc)
+            return False
+        return True
 
     def end(self, marker: Any = None) -> Segment | None:
         """The current segment is complete; ``marker`` comes back after its last frame.

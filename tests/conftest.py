@@ -33,6 +33,24 @@ def small_model(small_cfg, small_ckpt):
 
 
 @pytest.fixture(scope="session")
+def small_engine(small_cfg, small_ckpt):
+    """A streaming engine on the small config, shared by the transport tests (each closes its sessions)."""
+    from float_rt.resources import config_path
+    from streaming.config import load_stream_config
+    from streaming.engine import Engine
+    engine = Engine.from_checkpoints(small_ckpt, small_cfg, load_stream_config(config_path("stream")), "cpu")
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def small_portrait(portrait_png, small_cfg):
+    """The portrait prepared for the small config (cropped around the face)."""
+    from float_rt.media import load_image, prepare_reference
+    return prepare_reference(load_image(portrait_png), small_cfg.model.input_size)
+
+
+@pytest.fixture(scope="session")
 def speech_wav(tmp_path_factory):
     """Real synthetic speech from espeak-ng (installed by .ci/run)."""
     if shutil.which("espeak-ng") is None:

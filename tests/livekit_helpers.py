@@ -3,13 +3,13 @@ that speaks with espeak-ng (real speech, no network)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
 import numpy as np
 from livekit import rtc
 from livekit.agents import utils
 from livekit.agents.tts import TTS, ChunkedStream, TTSCapabilities
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS
+from speech import espeak
 
 
 class Publication:
@@ -42,20 +42,6 @@ class StandInRoom(rtc.EventEmitter):
 
     def isconnected(self) -> bool:
         return True
-
-
-def espeak(text: str, rate: int = 24000) -> np.ndarray:
-    """Real speech as int16 at ``rate`` (espeak-ng speaks at 22.05 kHz; PyAV resamples)."""
-    import av
-    wav = subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True).stdout
-    import io
-    chunks = []
-    with av.open(io.BytesIO(wav)) as c:
-        res = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        for f in c.decode(audio=0):
-            chunks += [o.to_ndarray()[0] for o in res.resample(f)]
-        chunks += [o.to_ndarray()[0] for o in res.resample(None)]
-    return np.concatenate(chunks).astype(np.int16)
 
 
 class EspeakTTS(TTS):

@@ -43,7 +43,8 @@ def repo_folder(small_ckpt, tmp_path_factory):
     # Files of a real repo that the folder does not need.
     (folder / "README.md").write_text("# mirror\n")
     (folder / "wav2vec2-base-960h" / "tf_model.h5").write_bytes(b"\0" * 1000)
-    shutil.copy(folder / "wav2vec2-base-960h" / "model.safetensors", folder / "wav2vec2-base-960h" / "pytorch_model.bin")
+    w2v = folder / "wav2vec2-base-960h"
+    shutil.copy(w2v / "model.safetensors", w2v / "pytorch_model.bin")
     return folder
 
 

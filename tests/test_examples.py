@@ -28,24 +28,17 @@ def test_pipecat_bot_explains_what_it_needs():
     assert "pipecat-ai[runner" in r.stderr or "OPENAI_API_KEY" in r.stderr
 
 
-def test_pipecat_bot_pipeline_builds(small_cfg, small_ckpt, monkeypatch):
+def test_pipecat_bot_pipeline_builds(small_engine, small_portrait, monkeypatch):
     """The example's pipeline, with its default services (constructed, not called) and the avatar."""
-    from float_rt.media import load_image, prepare_reference
-    from float_rt.resources import config_path
     from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
-    from server.config import packaged_page
     from server.pipecat import SMALL_WEBRTC, FloatAvatarService
-    from streaming.config import load_stream_config
-    from streaming.engine import Engine
     spec = importlib.util.spec_from_file_location("pipecat_bot", ROOT / "examples" / "pipecat_bot.py")
     bot = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bot)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")
-    engine = Engine.from_checkpoints(small_ckpt, small_cfg, load_stream_config(config_path("stream")), "cpu")
-    image = prepare_reference(load_image(packaged_page() / "avatars" / "astronaut.jpg"), 128)
     transport = SmallWebRTCTransport(SmallWebRTCConnection(ice_servers=[]), bot.transport_params())
-    avatar = FloatAvatarService(engine, image, **SMALL_WEBRTC)
+    avatar = FloatAvatarService(small_engine, small_portrait, **SMALL_WEBRTC)
     pipeline = bot.build_pipeline(transport, *bot.build_services(), avatar)
     names = [type(p).__name__ for p in pipeline.processors]
     assert names.index("FloatAvatarService") == names.index("OpenAITTSService") + 1

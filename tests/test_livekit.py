@@ -16,24 +16,9 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, AvatarRunner, QueueAudioOutput
 
 from conftest import ROOT
-from livekit_helpers import EspeakTTS, StandInRoom, espeak, frames_of
+from livekit_helpers import EspeakTTS, StandInRoom, frames_of
+from speech import espeak
 from server.livekit import AvatarJob, AvatarSession, AvatarWorker, Capacity, FloatVideoGenerator
-
-
-@pytest.fixture(scope="module")
-def engine(small_cfg, small_ckpt):
-    from float_rt.resources import config_path
-    from streaming.config import load_stream_config
-    from streaming.engine import Engine
-    e = Engine.from_checkpoints(small_ckpt, small_cfg, load_stream_config(config_path("stream")), "cpu")
-    yield e
-    e.stop()
-
-
-@pytest.fixture(scope="module")
-def image(portrait_png):
-    from float_rt.media import load_image, prepare_reference
-    return prepare_reference(load_image(portrait_png), 128)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +46,7 @@ def audio_of(item) -> np.ndarray:
     return np.frombuffer(item.data, np.int16).reshape(-1, item.num_channels)[:, 0]
 
 
-def test_generator_yields_frames_with_their_own_speech_and_segment_end(engine, image, speech24):
+def test_generator_yields_frames_with_their_own_speech_and_segment_end(small_engine, small_portrait, speech24):
     spo = 960
     pushed_at = {}
 
@@ -73,8 +58,8 @@ def test_generator_yields_frames_with_their_own_speech_and_segment_end(engine, i
         await gen.push_audio(AudioSegmentEnd())
 
     async def main():
-        gen = FloatVideoGenerator(engine, image, engine.default_options(emotion="neutral"), video_size=256,
-                                  audio_sample_rate=24000)
+        gen = FloatVideoGenerator(small_engine, small_portrait, small_engine.default_options(emotion="neutral"),
+                                  video_size=256, audio_sample_rate=24000)
         return await run_generator(gen, 1.0 + len(speech24) / 24000 + 1.5, script), gen
 
     items, gen = asyncio.run(main())
@@ -105,7 +90,7 @@ def test_generator_yields_frames_with_their_own_speech_and_segment_end(engine, i
 
 
 @pytest.mark.parametrize("rate,channels,ms", [(16000, 1, 10), (22050, 2, 20), (44100, 1, 7), (48000, 2, 10)])
-def test_generator_takes_any_tts_rate_layout_and_frame_size(engine, image, rate, channels, ms):
+def test_generator_takes_any_tts_rate_layout_and_frame_size(small_engine, small_portrait, rate, channels, ms):
     import av
     pcm = espeak("Testing one two three.", rate)
     ref = espeak("Testing one two three.", 24000).astype(np.float64)
@@ -116,7 +101,8 @@ def test_generator_takes_any_tts_rate_layout_and_frame_size(engine, image, rate,
         await gen.push_audio(AudioSegmentEnd())
 
     async def main():
-        gen = FloatVideoGenerator(engine, image, engine.default_options(emotion="neutral"), audio_sample_rate=24000)
+        gen = FloatVideoGenerator(small_engine, small_portrait, small_engine.default_options(emotion="neutral"),
+                                  audio_sample_rate=24000)
         return await run_generator(gen, len(pcm) / rate + 1.2, script)
 
     items = asyncio.run(main())
@@ -133,7 +119,7 @@ def test_generator_takes_any_tts_rate_layout_and_frame_size(engine, image, rate,
     del av
 
 
-def test_clear_buffer_mid_speech_stops_the_speech_at_once(engine, image, speech24):
+def test_clear_buffer_mid_speech_stops_the_speech_at_once(small_engine, small_portrait, speech24):
     long = np.concatenate([speech24] * 3)
     short = espeak("Yes.", 24000)
     marks = {}
@@ -153,7 +139,8 @@ def test_clear_buffer_mid_speech_stops_the_speech_at_once(engine, image, speech2
         await gen.push_audio(AudioSegmentEnd())
 
     async def main():
-        gen = FloatVideoGenerator(engine, image, engine.default_options(emotion="neutral"), audio_sample_rate=24000)
+        gen = FloatVideoGenerator(small_engine, small_portrait, small_engine.default_options(emotion="neutral"),
+                                  audio_sample_rate=24000)
         items = await run_generator(gen, 6.0, script)
         return items, gen
 
@@ -169,13 +156,13 @@ def test_clear_buffer_mid_speech_stops_the_speech_at_once(engine, image, speech2
     assert gen.session.stats.dropped_interrupt >= 0
 
 
-def test_avatar_runner_publishes_and_reports_playback(engine, image, speech24):
+def test_avatar_runner_publishes_and_reports_playback(small_engine, small_portrait, speech24):
     events = []
 
     async def main():
         room = StandInRoom()
-        gen = FloatVideoGenerator(engine, image, engine.default_options(emotion="neutral"), video_size=256,
-                                  audio_sample_rate=24000)
+        gen = FloatVideoGenerator(small_engine, small_portrait, small_engine.default_options(emotion="neutral"),
+                                  video_size=256, audio_sample_rate=24000)
         queue = QueueAudioOutput(sample_rate=24000, wait_playback_start=True)
         queue.on("playback_started", lambda ev: events.append(("started", time.monotonic())))
         queue.on("playback_finished",
@@ -208,13 +195,13 @@ def test_avatar_runner_publishes_and_reports_playback(engine, image, speech24):
     assert gen.last_speech_yield <= cleared                                    # no speech after clear_buffer
 
 
-def test_agent_session_say_plays_out_through_the_avatar(engine):
+def test_agent_session_say_plays_out_through_the_avatar(small_engine):
     tts = EspeakTTS()
 
     async def main():
         from livekit.agents import Agent, AgentSession
         session = AgentSession(tts=tts)
-        avatar = AvatarSession(preset="astronaut", engine=engine, video_size=128)
+        avatar = AvatarSession(preset="astronaut", engine=small_engine, video_size=128)
         await avatar.start(session, room=StandInRoom())
         await session.start(Agent(instructions="You are an avatar test."))
         handle = session.say("Hello there. I am a talking avatar.")
@@ -265,11 +252,11 @@ def test_capacity_reports_load_and_refuses_beyond_max():
     assert cap.load() == 0.0
 
 
-def test_worker_accepts_valid_jobs_as_the_avatar_on_behalf_of_the_agent(engine):
+def test_worker_accepts_valid_jobs_as_the_avatar_on_behalf_of_the_agent(small_engine):
     from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
     from server.livekit.job import preset_images
     from server.config import packaged_page
-    worker = AvatarWorker(engine, max_sessions=1, presets=preset_images([packaged_page() / "avatars"]))
+    worker = AvatarWorker(small_engine, max_sessions=1, presets=preset_images([packaged_page() / "avatars"]))
     job = AvatarJob("agent-AJ_x", "avatar-1", "Ava", preset="astronaut", options={"emotion": "happy"})
 
     async def ask(metadata):

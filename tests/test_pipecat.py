@@ -11,28 +11,12 @@ from pipecat.pipeline.worker import PipelineParams
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.tests.utils import SleepFrame, run_test
 
-from livekit_helpers import espeak
+from speech import espeak
 from server.pipecat import FloatAvatarService, FloatAvatarUpdateFrame
 from server.stamp import read_stamp
 
 RATE = 24000
 SPO = RATE // 25
-
-
-@pytest.fixture(scope="module")
-def engine(small_cfg, small_ckpt):
-    from float_rt.resources import config_path
-    from streaming.config import load_stream_config
-    from streaming.engine import Engine
-    e = Engine.from_checkpoints(small_ckpt, small_cfg, load_stream_config(config_path("stream")), "cpu")
-    yield e
-    e.stop()
-
-
-@pytest.fixture(scope="module")
-def image(portrait_png):
-    from float_rt.media import load_image, prepare_reference
-    return prepare_reference(load_image(portrait_png), 128)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +48,8 @@ def run(service, frames):
     return down
 
 
-def test_speech_frames_counts_order_and_audio(engine, image, speech):
-    svc = FloatAvatarService(engine, image, emotion="neutral", stamp=True)
+def test_speech_frames_counts_order_and_audio(small_engine, small_portrait, speech):
+    svc = FloatAvatarService(small_engine, small_portrait, emotion="neutral", stamp=True)
     text, transcript = TextFrame("hello"), TranscriptionFrame("user said", "u", "now")
     t0 = time.monotonic()
     down = run(svc, [SleepFrame(0.6), text, TTSStartedFrame(), *tts_frames(speech), TTSStoppedFrame(), transcript,
@@ -91,16 +75,16 @@ def test_speech_frames_counts_order_and_audio(engine, image, speech):
     assert np.array_equal(out[:len(speech)], speech) and not out[len(speech):].any()
     j0 = svc.stats.speech_starts[0]
     for k, (i, f) in enumerate(audio):
-        img = np.frombuffer(down[i - 1].image, np.uint8).reshape(128, 128, 3)
+        img = np.frombuffer(down[i - 1].small_portrait, np.uint8).reshape(128, 128, 3)
         assert read_stamp(img) == j0 + k
 
 
-def test_idle_frames_without_speech(engine, image):
+def test_idle_frames_without_speech(small_engine, small_portrait):
     probe = Timestamps()
 
     async def main():
         from pipecat.pipeline.pipeline import Pipeline
-        svc = FloatAvatarService(engine, image, emotion="neutral", video_size=64)
+        svc = FloatAvatarService(small_engine, small_portrait, emotion="neutral", video_size=64)
         down, _ = await run_test(Pipeline([svc, probe]), frames_to_send=[SleepFrame(2.5)],
                                  pipeline_params=PipelineParams(audio_out_sample_rate=RATE))
         return down
@@ -110,17 +94,17 @@ def test_idle_frames_without_speech(engine, image):
     times = [t for t, f in probe.seen if isinstance(f, OutputImageRawFrame)]
     assert len(images) - 1 >= 0.95 * 25 * (times[-1] - times[0])          # 25 fps with no speech at all
     assert not [f for f in down if isinstance(f, TTSAudioRawFrame)]
-    assert {f.size for f in images} == {(64, 64)} and len(images[0].image) == 64 * 64 * 3
-    assert np.std(np.frombuffer(images[-1].image, np.uint8)) > 5
+    assert {f.size for f in images} == {(64, 64)} and len(images[0].small_portrait) == 64 * 64 * 3
+    assert np.std(np.frombuffer(images[-1].small_portrait, np.uint8)) > 5
 
 
-def test_interruption_mid_speech_drops_queued_speech(engine, image, speech):
+def test_interruption_mid_speech_drops_queued_speech(small_engine, small_portrait, speech):
     long = np.concatenate([speech] * 3)
     probe = Timestamps()
 
     async def main():
         from pipecat.pipeline.pipeline import Pipeline
-        svc = FloatAvatarService(engine, image, emotion="neutral", stamp=True)
+        svc = FloatAvatarService(small_engine, small_portrait, emotion="neutral", stamp=True)
         down, _ = await run_test(Pipeline([svc, probe]), frames_to_send=[
             TTSStartedFrame(), *tts_frames(long), TTSStoppedFrame(), SleepFrame(1.8), InterruptionFrame(),
             SleepFrame(1.0), TTSStartedFrame(), *tts_frames(speech[:RATE // 2]), TTSStoppedFrame(), SleepFrame(1.5)],
@@ -133,7 +117,7 @@ def test_interruption_mid_speech_drops_queued_speech(engine, image, speech):
     after = [f for _, f in seen[cut + 1:]]
     second = next(i for i, f in enumerate(after) if isinstance(f, TTSStartedFrame))
     assert not [f for f in after[:second] if isinstance(f, (TTSAudioRawFrame, TTSStoppedFrame))]
-    moving = {read_stamp(np.frombuffer(f.image, np.uint8).reshape(128, 128, 3))
+    moving = {read_stamp(np.frombuffer(f.small_portrait, np.uint8).reshape(128, 128, 3))
               for f in after[:second] if isinstance(f, OutputImageRawFrame)}
     assert len(moving) >= 15                                                        # motion goes on
     assert sum(isinstance(f, TTSAudioRawFrame) for f in after[second:]) in (13, 14)   # the next reply plays
@@ -144,7 +128,7 @@ def test_interruption_mid_speech_drops_queued_speech(engine, image, speech):
     assert svc.stats.interruptions == 1
 
 
-def test_emotion_and_scales_change_mid_session(engine, image):
+def test_emotion_and_scales_change_mid_session(small_engine, small_portrait):
     changed = {}
 
     class Recording(FloatAvatarService):
@@ -156,7 +140,7 @@ def test_emotion_and_scales_change_mid_session(engine, image):
                 changed[frame.text] = (o.emotion, o.e_cfg_scale, self.session.carry.emotion.flatten().tolist())
             await super().push_frame(frame, direction)
 
-    svc = Recording(engine, image, emotion="neutral")
+    svc = Recording(small_engine, small_portrait, emotion="neutral")
     down = run(svc, [TextFrame("before"), FloatAvatarUpdateFrame(emotion="sad", e_cfg_scale=2.0), TextFrame("after"),
                      SleepFrame(0.3)])
     assert not [f for f in down if isinstance(f, FloatAvatarUpdateFrame)]          # ours: consumed
@@ -167,11 +151,11 @@ def test_emotion_and_scales_change_mid_session(engine, image):
     with pytest.raises(Exception, match="unknown emotion"):
         svc.set_emotion("bored")
     with pytest.raises(Exception, match="unknown avatar option"):
-        FloatAvatarService(engine, image, volume=3)
+        FloatAvatarService(small_engine, small_portrait, volume=3)
 
 
-def test_upstream_frames_pass_untouched(engine, image):
-    svc = FloatAvatarService(engine, image, emotion="neutral")
+def test_upstream_frames_pass_untouched(small_engine, small_portrait):
+    svc = FloatAvatarService(small_engine, small_portrait, emotion="neutral")
     msg = TextFrame("upstream")
 
     async def main():

@@ -22,6 +22,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
 from float_rt.errors import FloatRTError
+from streaming.audio_input import to_int16
 from streaming.engine import Engine
 from streaming.session import Frame, SessionOptions
 from streaming.speech import SpeechTrack
@@ -89,12 +90,8 @@ class FloatVideoGenerator(VideoGenerator):
         if isinstance(frame, AudioSegmentEnd):
             self.speech.end()
             return
-        pcm = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
-        try:
-            self.speech.push(pcm[:, 0] if frame.num_channels == 1 else pcm, frame.sample_rate)
-        except FloatRTError as exc:      # bad or excess audio: this frame is dropped, the avatar goes on
+        if not self.speech.push_int16(bytes(frame.data), frame.num_channels, frame.sample_rate):
             self.stats.rejected_audio_frames += 1
-            log.warning("avatar session %s: audio frame dropped: %s", self.session.id, exc)
 
     def clear_buffer(self) -> None:
         """Barge-in: queued speech and frames are dropped; no audio of the cut segments follows."""
@@ -111,8 +108,7 @@ class FloatVideoGenerator(VideoGenerator):
         return rtc.VideoFrame(self.video_size, self.video_size, VIDEO_FORMATS[self.video_format], data.tobytes())
 
     def _audio_frame(self, audio: np.ndarray) -> rtc.AudioFrame:
-        # int16 in is x / 32768 (streaming.audio_input); scaling back the same way returns the same samples.
-        pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
+        pcm = to_int16(audio)
         if self.audio_channels == 2:
             pcm = np.repeat(pcm[:, None], 2, axis=1)
         return rtc.AudioFrame(pcm.tobytes(), self.audio_sample_rate, self.audio_channels, len(audio))

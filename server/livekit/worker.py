@@ -86,7 +86,8 @@ class AvatarWorker:
         try:
             job = AvatarJob.from_json(req.job.metadata)
             if job.preset is not None and job.preset not in self.presets:
-                raise FloatRTError(f"unknown preset {job.preset!r}; this worker has {', '.join(self.presets) or 'none'}")
+                have = ", ".join(self.presets) or "none"
+                raise FloatRTError(f"unknown preset {job.preset!r}; this worker has {have}")
         except FloatRTError as exc:
             log.warning("job %s refused: %s", req.id, exc)
             self.jobs_refused += 1
@@ -135,9 +136,10 @@ class AvatarWorker:
             options = self.engine.default_options(**job.options)
             gen = FloatVideoGenerator(self.engine, image, options, video_size=job.video_size,
                                       audio_sample_rate=job.audio_sample_rate)
-            runner = AvatarRunner(ctx.room, audio_recv=DataStreamAudioReceiver(ctx.room, sender_identity=job.agent_identity),
-                                  video_gen=gen, options=AvatarOptions(job.video_size, job.video_size, gen.fps,
-                                                                       job.audio_sample_rate, 1))
+            receiver = DataStreamAudioReceiver(ctx.room, sender_identity=job.agent_identity)
+            size = job.video_size
+            runner = AvatarRunner(ctx.room, audio_recv=receiver, video_gen=gen,
+                                  options=AvatarOptions(size, size, gen.fps, job.audio_sample_rate, 1))
             await runner.start()
             await gone.wait()
         except (FloatRTError, asyncio.TimeoutError) as exc:
