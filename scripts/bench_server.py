@@ -48,6 +48,11 @@ def client_module():
     return client
 
 
+def one_address(n: int) -> dict:
+    """Per-address limits for n clients that all come from 127.0.0.1."""
+    return dict(max_sessions_per_ip=n, max_connections_per_ip=n, handshakes_per_minute=10_000)
+
+
 def espeak(text: str, path: Path) -> Path:
     subprocess.run(["espeak-ng", "-w", str(path), text], check=True)
     return path
@@ -70,7 +75,7 @@ def bench_model(a) -> list[dict]:
     client = client_module()
     counts = [int(x) for x in a.clients.split(",")]
     srv = ServerThread(ServerConfig(port=0, config=a.config, checkpoints=ckpt, ice_hosts=["127.0.0.1"],
-                                    max_sessions=max(counts))).start()
+                                    max_sessions=max(counts), **one_address(max(counts)))).start()
     results = []
     try:
         print(f"{len(speech) / 16000:.1f} s of speech per client; config {a.config}")
@@ -116,7 +121,7 @@ def serve_cache(a) -> int:
     from server.config import ServerConfig
     from streaming.config import load_stream_config
     cfg = ServerConfig(port=a.port, ice_hosts=["127.0.0.1"], max_sessions=a.max_sessions,
-                       video_codec=a.video_codec, video_size=512)
+                       video_codec=a.video_codec, video_size=512, **one_address(a.max_sessions))
     engine = CacheEngine(load_config(config_path("small")), load_stream_config(config_path("stream")),
                          portrait_frames(512))
     server = AvatarServer.with_engine(cfg, engine)

@@ -187,7 +187,10 @@ def test_avatar_runner_publishes_and_reports_playback(small_engine, small_portra
 
     room, gen, first, cleared = asyncio.run(main())
     assert [type(p.track).__name__ for p in room.local_participant.published] == ["LocalAudioTrack", "LocalVideoTrack"]
-    assert [e[0] for e in events] == ["started", "finished", "started", "finished"]
+    # AvatarRunner (1.8.9) may report one more 'started' right after the barge-in: a frame yielded
+    # just before clear_buffer is still in av_sync.push when the clear resets the position to 0.
+    assert [e[0] for e in events[:4]] == ["started", "finished", "started", "finished"]
+    assert all(e[0] == "started" and e[1] - cleared < 0.05 for e in events[4:]) and len(events) <= 5
     assert events[1][3] is False and abs(events[1][2] - first / 24000) < 1e-6     # position = audio yielded
     assert abs(events[1][2] - len(speech24) / 24000) < 0.04
     assert events[3][3] is True                                                # the barge-in

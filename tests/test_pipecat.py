@@ -75,7 +75,7 @@ def test_speech_frames_counts_order_and_audio(small_engine, small_portrait, spee
     assert np.array_equal(out[:len(speech)], speech) and not out[len(speech):].any()
     j0 = svc.stats.speech_starts[0]
     for k, (i, f) in enumerate(audio):
-        img = np.frombuffer(down[i - 1].small_portrait, np.uint8).reshape(128, 128, 3)
+        img = np.frombuffer(down[i - 1].image, np.uint8).reshape(128, 128, 3)
         assert read_stamp(img) == j0 + k
 
 
@@ -94,8 +94,8 @@ def test_idle_frames_without_speech(small_engine, small_portrait):
     times = [t for t, f in probe.seen if isinstance(f, OutputImageRawFrame)]
     assert len(images) - 1 >= 0.95 * 25 * (times[-1] - times[0])          # 25 fps with no speech at all
     assert not [f for f in down if isinstance(f, TTSAudioRawFrame)]
-    assert {f.size for f in images} == {(64, 64)} and len(images[0].small_portrait) == 64 * 64 * 3
-    assert np.std(np.frombuffer(images[-1].small_portrait, np.uint8)) > 5
+    assert {f.size for f in images} == {(64, 64)} and len(images[0].image) == 64 * 64 * 3
+    assert np.std(np.frombuffer(images[-1].image, np.uint8)) > 5
 
 
 def test_interruption_mid_speech_drops_queued_speech(small_engine, small_portrait, speech):
@@ -117,7 +117,7 @@ def test_interruption_mid_speech_drops_queued_speech(small_engine, small_portrai
     after = [f for _, f in seen[cut + 1:]]
     second = next(i for i, f in enumerate(after) if isinstance(f, TTSStartedFrame))
     assert not [f for f in after[:second] if isinstance(f, (TTSAudioRawFrame, TTSStoppedFrame))]
-    moving = {read_stamp(np.frombuffer(f.small_portrait, np.uint8).reshape(128, 128, 3))
+    moving = {read_stamp(np.frombuffer(f.image, np.uint8).reshape(128, 128, 3))
               for f in after[:second] if isinstance(f, OutputImageRawFrame)}
     assert len(moving) >= 15                                                        # motion goes on
     assert sum(isinstance(f, TTSAudioRawFrame) for f in after[second:]) in (13, 14)   # the next reply plays
