@@ -113,18 +113,24 @@ def bench_model(a) -> list[dict]:
 
 # ----------------------------------------------------------------------------------- model-free
 def serve_cache(a) -> int:
-    """The server process of --model-free: a real AvatarServer on CacheEngine."""
-    from float_rt.config import load_config
-    from float_rt.resources import config_path
-    from frame_cache import CacheEngine, portrait_frames
-    from server.app import AvatarServer
+    """The server process of --model-free: real AvatarServers on CacheEngine (``--workers``: several)."""
+    import signal
+
+    from frame_cache import cache_server
     from server.config import ServerConfig
-    from streaming.config import load_stream_config
-    cfg = ServerConfig(port=a.port, ice_hosts=["127.0.0.1"], max_sessions=a.max_sessions,
+    from server.workers import Supervisor
+    cfg = ServerConfig(port=a.port, ice_hosts=["127.0.0.1"], max_sessions=a.max_sessions, workers=a.workers,
                        video_codec=a.video_codec, video_size=512, **one_address(a.max_sessions))
-    engine = CacheEngine(load_config(config_path("small")), load_stream_config(config_path("stream")),
-                         portrait_frames(512))
-    server = AvatarServer.with_engine(cfg, engine)
+    if a.workers > 1:
+        sup = Supervisor(cfg, a.workers, make_server=cache_server)
+        signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
+        print(sup.start(), flush=True)
+        try:
+            sup.watch()
+        finally:
+            sup.stop()
+        return 0
+    server = cache_server(cfg)
 
     async def main():
         ready = asyncio.get_running_loop().create_future()
@@ -152,15 +158,27 @@ def bench_model_free(a) -> list[dict]:
     speech = load_audio(espeak("Hello there. I am a talking avatar. " * 6, tmp / "speech.wav"))
     pcm = (np.clip(speech, -1, 1) * 32767).astype(np.int16)
     server = subprocess.Popen([sys.executable, __file__, "--serve-cache", "--port", "0", "--max-sessions",
-                               str(max(counts)), "--video-codec", a.video_codec], stdout=subprocess.PIPE, text=True)
+                               str(max(max(counts), a.workers)), "--video-codec", a.video_codec,
+                               "--workers", str(a.workers)], stdout=subprocess.PIPE, text=True)
     port = int(server.stdout.readline())
     url = f"ws://127.0.0.1:{port}/ws"
-    proc, me = psutil.Process(server.pid), psutil.Process()
+    me = psutil.Process()
+    top = psutil.Process(server.pid)
+    # The processes that serve: the server itself, or its workers (the supervisor only watches).
+    procs = [p for p in top.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())] or [top]
+    if a.workers > 1 and len(procs) != a.workers:
+        raise SystemExit(f"expected {a.workers} worker processes, found {len(procs)}")
     client = client_module()
     results = []
     print(f"model-free server ({a.video_codec.upper()} 512x512 25 fps + Opus), {a.seconds:.0f} s per N, "
-          f"{psutil.cpu_count()} cores")
-    print("  N  server cores  per session  event loop  clients cores  fps(min)  dup%  sustained")
+          f"{psutil.cpu_count()} cores, {a.workers} server process(es)")
+    print("  N  server cores  per session  event loop (busiest)  clients cores  fps(min)  dup%  sustained")
+
+    def cpu() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    def loops() -> list[float]:
+        return [thread_time(p, p.pid) for p in procs]
 
     async def run(n: int) -> dict:
         arrivals = [[] for _ in range(n)]
@@ -172,11 +190,9 @@ def bench_model_free(a) -> list[dict]:
             await c.send_pcm(pcm)                    # a long reply: the audio track carries speech
             clients.append(c)
         await asyncio.sleep(2.0)                     # warm-up: ICE, DTLS, first keyframes
-        cpu0, me0, t0 = sum(proc.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
-        main0 = thread_time(proc, proc.pid)
+        cpu0, me0, t0, main0 = cpu(), sum(me.cpu_times()[:2]), time.monotonic(), loops()
         await asyncio.sleep(a.seconds)
-        cpu1, me1, t1 = sum(proc.cpu_times()[:2]), sum(me.cpu_times()[:2]), time.monotonic()
-        main1 = thread_time(proc, proc.pid)
+        cpu1, me1, t1, main1 = cpu(), sum(me.cpu_times()[:2]), time.monotonic(), loops()
         stats = [m for c in clients for m in c.messages if m["type"] == "stats"]
         for c in clients:
             await c.close()
@@ -187,7 +203,8 @@ def bench_model_free(a) -> list[dict]:
         dup = 100 * sum(m["duplicated"] for m in stats[-n:]) / max(1, sum(m["frames"] for m in stats[-n:]))
         cores = (cpu1 - cpu0) / (t1 - t0)
         return dict(clients=n, server_cores=cores, cores_per_session=cores / n,
-                    event_loop_cores=(main1 - main0) / (t1 - t0),
+                    event_loop_cores=(sum(main1) - sum(main0)) / (t1 - t0),
+                    busiest_loop_cores=max(y - x for x, y in zip(main0, main1)) / (t1 - t0),
                     client_cores=(me1 - me0) / (t1 - t0), fps_min=min(fps), duplicated_pct=dup,
                     sustained=min(fps) >= 24 and dup <= 5)
 
@@ -196,7 +213,7 @@ def bench_model_free(a) -> list[dict]:
             row = asyncio.run(run(n))
             results.append(row)
             print(f"  {n}  {row['server_cores']:12.2f}  {row['cores_per_session']:11.3f}"
-                  f"  {row['event_loop_cores']:10.2f}  {row['client_cores']:13.2f}"
+                  f"  {row['event_loop_cores']:10.2f} ({row['busiest_loop_cores']:.2f})  {row['client_cores']:13.2f}"
                   f"  {row['fps_min']:8.1f}  {row['duplicated_pct']:4.1f}  {'yes' if row['sustained'] else 'no'}")
             time.sleep(1.0)
     finally:
@@ -204,7 +221,7 @@ def bench_model_free(a) -> list[dict]:
         server.wait(30)
     best = max([r["clients"] for r in results if r["sustained"]], default=0)
     per = [r["cores_per_session"] for r in results if r["sustained"]]
-    print(f"sessions sustained by one server process here: {best}; "
+    print(f"sessions sustained by {a.workers} server process(es) here: {best}; "
           f"CPU per session {min(per) if per else float('nan'):.3f}-{max(per) if per else float('nan'):.3f} cores")
     return results
 
@@ -218,6 +235,7 @@ def main() -> int:
     p.add_argument("--model-free", action="store_true", help="transport cost only: frames from a cache")
     p.add_argument("--seconds", type=float, default=10.0, help="--model-free: measurement window per N")
     p.add_argument("--video-codec", choices=["vp8", "h264"], default="vp8")
+    p.add_argument("--workers", type=int, default=1, help="--model-free: server processes (float-rt serve --workers)")
     p.add_argument("--json", default=None)
     p.add_argument("--serve-cache", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

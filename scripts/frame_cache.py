@@ -62,3 +62,14 @@ class CacheEngine(Engine):
             n = len(self.frames)
             p.s.deliver([Frame(0, p.t + i, self.frames[(p.t + i) % n], p.audio[i], None, None, p.arrived[i], ready)
                          for i in range(p.commit)], p.epoch)
+
+
+def cache_server(cfg):
+    """An AvatarServer on a CacheEngine of the small config (a --workers factory: module level, picklable)."""
+    from float_rt.config import load_config
+    from float_rt.resources import config_path
+    from server.app import AvatarServer
+    from streaming.config import load_stream_config
+    engine = CacheEngine(load_config(config_path("small")), load_stream_config(config_path("stream")),
+                         portrait_frames(cfg.video_size))
+    return AvatarServer.with_engine(cfg, engine)

@@ -83,6 +83,20 @@ def check_exposure(cfg: ServerConfig) -> None:
                 "avatar sessions", cfg.host)
 
 
+def prepare(cfg: ServerConfig) -> None:
+    """Everything that can refuse to start, before any model loads: exposure, TLS, weights."""
+    check_exposure(cfg)
+    tls_context(cfg)
+    if cfg.demo:
+        cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
+        cfg.config = DEMO_CONFIG
+    if not cfg.checkpoints:
+        try:
+            cfg.checkpoints = str(resolve_checkpoints(None))
+        except FloatRTError as exc:
+            raise FloatRTError(f"{exc}\nOr serve the embedded demo weights: float-rt serve --demo") from None
+
+
 class AvatarServer:
     def __init__(self, cfg: ServerConfig, engine: Engine):
         self.cfg, self.engine = cfg, engine
@@ -99,21 +113,13 @@ class AvatarServer:
                         "(cross-site WebSocket hijacking); list the origins that need it instead")
         self.limits = AddressLimits(Limits(cfg.max_connections_per_ip, cfg.max_sessions_per_ip,
                                            cfg.handshakes_per_minute))
-        self.ssl = _ssl_context(cfg)
+        self.ssl = tls_context(cfg)
         self._client_ips: dict[ServerConnection, str] = {}
+        self.peers = None       # a --workers server: this worker's view of the others (server/workers.py)
 
     @classmethod
     def create(cls, cfg: ServerConfig) -> "AvatarServer":
-        check_exposure(cfg)      # before the model loads: refuse at once
-        _ssl_context(cfg)
-        if cfg.demo:
-            cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
-            cfg.config = DEMO_CONFIG
-        if not cfg.checkpoints:
-            try:
-                cfg.checkpoints = str(resolve_checkpoints(None))
-            except FloatRTError as exc:
-                raise FloatRTError(f"{exc}\nOr serve the embedded demo weights: float-rt serve --demo") from None
+        prepare(cfg)
         try:
             model_cfg = load_config(config_path(cfg.config))
             stream_cfg = load_stream_config(config_path(cfg.stream_config))
@@ -146,7 +152,7 @@ class AvatarServer:
 
     @property
     def demo_weights(self) -> bool:
-        return self.cfg.checkpoints is not None and (Path(self.cfg.checkpoints) / "RECIPE_WEIGHTS.txt").is_file()
+        return is_recipe(self.cfg)
 
     def presets(self) -> list[str]:
         folder = self.static / "avatars"
@@ -166,9 +172,35 @@ class AvatarServer:
         m = self.engine.cfg
         return {"type": "hello", "model": m.name, "size": m.model.input_size, "video_size": self.cfg.video_size,
                 "fps": m.model.fps, "demo_weights": self.demo_weights, "presets": self.presets(),
-                "emotions": ["auto", *EMOTIONS], "max_sessions": self.cfg.max_sessions,
+                "emotions": ["auto", *EMOTIONS], "max_sessions": self.status()["max_sessions"],
                 "defaults": {"nfe": self.engine.stream_cfg.nfe, "chunk_frames": self.engine.stream_cfg.chunk_frames,
-                             "a_cfg_scale": m.sampling.a_cfg_scale, "e_cfg_scale": m.sampling.e_cfg_scale}}
+                             "a_cfg_scale": m.sampling.a_cfg_scale, "e_cfg_scale": m.sampling.e_cfg_scale},
+                **({"worker": self.peers.index} if self.peers is not None else {})}
+
+    def own_status(self) -> dict:
+        """This process's load (a --workers server shares it with the others)."""
+        return {"pid": os.getpid(), "sessions": self.active, "max_sessions": self.cfg.max_sessions,
+                "connections": len(self.connections)}
+
+    def status(self) -> dict:
+        """Sessions and capacity of the whole server: every worker's when there are several."""
+        if self.peers is None:
+            return {"sessions": self.active, "max_sessions": self.cfg.max_sessions}
+        workers = self.peers.statuses()
+        return {"sessions": sum(w["sessions"] for w in workers),
+                "max_sessions": sum(w["max_sessions"] for w in workers), "workers": workers}
+
+    def recent_latencies_ms(self) -> list[float]:
+        return [x * 1e3 for c in list(self.connections) if c.session is not None
+                for x in list(c.session.stats.latencies)[-100:]]
+
+    def metrics_text(self) -> str:
+        if self.peers is None:
+            metrics, lat = self.metrics, self.recent_latencies_ms()
+        else:
+            metrics, lat = self.peers.metrics()
+        st = self.status()
+        return metrics.render(st["sessions"], st["max_sessions"], lat)
 
     # ------------------------------------------------------------------ HTTP
     def _authorised(self, request: Request) -> bool:
@@ -218,16 +250,12 @@ class AvatarServer:
             asyncio.ensure_future(self._count_until_closed(conn, ip))
             return None  # go on with the websocket handshake
         if path == "/healthz":
-            body = {"status": "ok", "sessions": self.active, "max_sessions": self.cfg.max_sessions,
-                    "model": self.engine.cfg.name, "demo_weights": self.demo_weights}
+            body = {"status": "ok", **self.status(), "model": self.engine.cfg.name, "demo_weights": self.demo_weights}
             return _response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
         if path == "/metrics":
             if not self._authorised(request):
                 return _response(http.HTTPStatus.UNAUTHORIZED, b"missing or wrong token\n", "text/plain")
-            lat = [x * 1e3 for c in list(self.connections) if c.session is not None
-                   for x in list(c.session.stats.latencies)[-100:]]
-            text = self.metrics.render(self.active, self.cfg.max_sessions, lat)
-            return _response(http.HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4")
+            return _response(http.HTTPStatus.OK, self.metrics_text().encode(), "text/plain; version=0.0.4")
         return self._static(path)
 
     async def _count_until_closed(self, conn: ServerConnection, ip: str) -> None:
@@ -252,26 +280,42 @@ class AvatarServer:
         self.metrics.connections += 1
         await conn.run()
 
+    def listen(self, host: str | None = None, port: int | None = None, **where):
+        """The websockets server of this process (``sock=``: on a listening socket made elsewhere)."""
+        return serve(self.handler, host, port, process_request=self.process_request,
+                     max_size=protocol.MAX_OFFER_BYTES + 4096, compression=None, ssl=self.ssl, **where)
+
+    async def close_connections(self) -> None:
+        await asyncio.gather(*(c.close() for c in list(self.connections)), return_exceptions=True)
+
     async def serve(self, ready: asyncio.Future | None = None, stop: asyncio.Event | None = None) -> None:
         self.engine.start()
         try:
-            async with serve(self.handler, self.cfg.host, self.cfg.port, process_request=self.process_request,
-                             max_size=protocol.MAX_OFFER_BYTES + 4096, compression=None, ssl=self.ssl) as server:
+            async with self.listen(self.cfg.host, self.cfg.port) as server:
                 port = server.sockets[0].getsockname()[1]
-                url = f"{self.scheme}://{self.cfg.host}:{port}/"
-                ws = "wss" if self.ssl else "ws"
-                log.info("serving on %s", url)
+                log.info("serving on %s://%s:%d/", self.scheme, self.cfg.host, port)
                 if ready is not None:
                     ready.set_result(port)
                 else:
-                    print(f"FLOAT-RT serving {self.engine.cfg.name} on {url} (signalling at {ws}://{self.cfg.host}:{port}/ws)"
-                          + ("  [demo weights: output is noise, not a face]" if self.demo_weights else ""), flush=True)
+                    print(banner(self.cfg, self.engine.cfg.name, port), flush=True)
                 stop = stop or asyncio.Event()
                 await stop.wait()
-                for c in list(self.connections):
-                    await c.close()
+                await self.close_connections()
         finally:
             self.engine.stop()
+
+
+def is_recipe(cfg: ServerConfig) -> bool:
+    return cfg.checkpoints is not None and (Path(cfg.checkpoints) / "RECIPE_WEIGHTS.txt").is_file()
+
+
+def banner(cfg: ServerConfig, model: str, port: int, workers: int = 1) -> str:
+    tls = cfg.certfile is not None
+    where = f"{cfg.host}:{port}"
+    return (f"FLOAT-RT serving {model} on {'https' if tls else 'http'}://{where}/ "
+            f"(signalling at {'wss' if tls else 'ws'}://{where}/ws)"
+            + (f", {workers} worker processes" if workers > 1 else "")
+            + ("  [demo weights: output is noise, not a face]" if is_recipe(cfg) else ""))
 
 
 def _response(status: http.HTTPStatus, body: bytes, ctype: str) -> Response:
@@ -279,7 +323,7 @@ def _response(status: http.HTTPStatus, body: bytes, ctype: str) -> Response:
     return Response(status.value, status.phrase, headers, body)
 
 
-def _ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
     if cfg.certfile is None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

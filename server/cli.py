@@ -15,6 +15,7 @@ from float_rt.errors import FloatRTError
 
 def cmd_serve(a) -> None:
     from .app import run
+    from .workers import run_workers
     from .config import load_server_config
     try:
         cfg = load_server_config(a.server_config, host=a.host, port=a.port, config=a.config,
@@ -26,10 +27,11 @@ def cmd_serve(a) -> None:
                                  max_connections_per_ip=a.max_connections_per_ip,
                                  max_sessions_per_ip=a.max_sessions_per_ip,
                                  handshakes_per_minute=a.handshakes_per_minute, ice_hosts=a.ice_host or None,
-                                 video_codec=a.video_codec, video_bitrate=a.video_bitrate, demo=a.demo or None)
+                                 video_codec=a.video_codec, video_bitrate=a.video_bitrate, demo=a.demo or None,
+                                 workers=a.workers)
     except (OSError, ValueError) as exc:
         raise FloatRTError(str(exc)) from exc
-    run(cfg)
+    run_workers(cfg) if cfg.workers > 1 else run(cfg)
 
 
 def cmd_livekit_worker(a) -> None:
@@ -67,7 +69,10 @@ def add_commands(sub) -> None:
     sv.add_argument("--host", default=None, help="default 127.0.0.1; any other address needs a token")
     sv.add_argument("--port", type=int, default=None, help="default 8080 (0: any free port)")
     sv.add_argument("--device", default=None)
-    sv.add_argument("--max-sessions", type=int, default=None)
+    sv.add_argument("--max-sessions", type=int, default=None, help="in all (split between the workers)")
+    sv.add_argument("--workers", type=int, default=None,
+                    help="server processes sharing the port, each with its own engine and a share of the "
+                         "sessions (default 1; one process carries the media of about 15 sessions)")
     sv.add_argument("--token", default=None, help="clients must present this token (visible in `ps`: "
                                                   "prefer --token-file or FLOAT_RT_TOKEN)")
     sv.add_argument("--token-file", default=None, help="read the token from this file")

@@ -40,6 +40,7 @@ class ServerConfig:
     ice_hosts: list[str] = field(default_factory=list)         # host candidates to offer (e.g. 127.0.0.1)
     # STUN/TURN servers, none by default: "stun:host:port", or {urls, username, credential} for TURN.
     ice_servers: list = field(default_factory=list)
+    workers: int = 1                           # server processes sharing the port (server/workers.py)
     video_codec: str = "vp8"                   # vp8 | h264
     video_bitrate: int = 1_500_000
     video_size: int = 512
@@ -54,6 +55,10 @@ class ServerConfig:
             raise ValueError(f"video_codec must be vp8 or h264, got {self.video_codec!r}")
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be >= 1")
+        if not 1 <= self.workers <= self.max_sessions:
+            raise ValueError(f"workers must be 1..max_sessions ({self.max_sessions}), got {self.workers}")
+        if self.video_size < 16 or self.video_size % 2:
+            raise ValueError(f"video_size must be an even number >= 16 (I420), got {self.video_size}")
         for name in ("max_connections_per_ip", "max_sessions_per_ip", "handshakes_per_minute"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

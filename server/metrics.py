@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -16,6 +16,23 @@ class Metrics:
     errors: collections.Counter = field(default_factory=collections.Counter)
     refused: collections.Counter = field(default_factory=collections.Counter)   # handshakes, by reason
     idle_closed: int = 0
+
+    def snapshot(self) -> dict:
+        """Plain data (JSON-able) for the other workers of a --workers server."""
+        return {f.name: dict(getattr(self, f.name)) if isinstance(getattr(self, f.name), dict)
+                else getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def total(cls, snapshots: list[dict]) -> "Metrics":
+        out = cls()
+        for snap in snapshots:
+            for f in fields(out):
+                value = snap.get(f.name)
+                if isinstance(value, dict):
+                    getattr(out, f.name).update(value)
+                elif value is not None:
+                    setattr(out, f.name, getattr(out, f.name) + value)
+        return out
 
     def render(self, active: int, max_sessions: int, latency_ms: list[float]) -> str:
         lines = []

@@ -66,7 +66,10 @@ class AvatarVideoTrack(_QueueTrack):
             img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
         if self.stamp:
             img = draw_stamp(img, f.index)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+        # Both encoders take I420; OpenCV converts (same BT.601 coefficients as swscale, off the
+        # GIL) about 7x faster than the reformat the encoder would otherwise do under it.
+        yuv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2YUV_I420)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = self.count * self.step
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
         self.count += 1

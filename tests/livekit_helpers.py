@@ -77,3 +77,13 @@ def frames_of(pcm: np.ndarray, rate: int, ms: int = 10, channels: int = 1) -> li
         data = np.repeat(c[:, None], channels, axis=1) if channels > 1 else c
         out.append(rtc.AudioFrame(np.ascontiguousarray(data).tobytes(), rate, channels, len(c)))
     return out
+
+
+async def wait_until(condition, timeout: float, poll: float = 0.02) -> None:
+    """Polls ``condition`` until it holds; fails the test after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(poll)

@@ -16,7 +16,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, AvatarRunner, QueueAudioOutput
 
 from conftest import ROOT
-from livekit_helpers import EspeakTTS, StandInRoom, frames_of
+from livekit_helpers import EspeakTTS, StandInRoom, frames_of, wait_until
 from speech import espeak
 from server.livekit import AvatarJob, AvatarSession, AvatarWorker, Capacity, FloatVideoGenerator
 
@@ -172,12 +172,14 @@ def test_avatar_runner_publishes_and_reports_playback(small_engine, small_portra
         for f in frames_of(speech24, 24000):
             await queue.capture_frame(f)
         queue.flush()
-        await asyncio.sleep(len(speech24) / 24000 + 1.5)
+        # Wait on the events, not the clock: a loaded CI machine may run late.
+        await wait_until(lambda: [e[0] for e in events] == ["started", "finished"], 60)
         first_samples = gen.stats.audio_samples
         for f in frames_of(np.concatenate([speech24] * 2), 24000):
             await queue.capture_frame(f)
         queue.flush()
-        await asyncio.sleep(1.2)
+        await wait_until(lambda: len(events) == 3, 60)
+        await asyncio.sleep(1.0)
         cleared = time.monotonic()
         queue.clear_buffer()
         await asyncio.sleep(1.0)

@@ -86,6 +86,8 @@ def test_server_config():
     assert cfg.host == "127.0.0.1" and cfg.port == 9000 and cfg.ice_servers == []
     with pytest.raises(ValueError):
         ServerConfig(video_codec="av1")
+    with pytest.raises(ValueError, match="even"):
+        ServerConfig(video_size=511)
     with pytest.raises(ValueError, match="nope"):
         load_server_config(None, nope=1)
 
@@ -131,3 +133,64 @@ def test_address_limits_count_and_forget():
     lim.closed("a")
     assert lim.refuse_session("a") is None and lim.refuse_connection("a") is None
     assert dict(lim.connections) == {"a": 1, "b": 1}
+
+
+def test_video_track_sends_i420_with_the_frames_colours_and_stamp():
+    import asyncio
+
+    import cv2
+    import numpy as np
+
+    from server.stamp import read_stamp
+    from server.tracks import AvatarVideoTrack
+    from streaming.session import Frame
+
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur((rng.random((128, 128, 3)) * 255).astype(np.uint8), (15, 15), 4)
+    track = AvatarVideoTrack(size=256, fps=25, stamp=True)
+    for i in (41, 42):
+        track.push(Frame(pts=i, index=i, image=img, audio=np.zeros(640, np.float32), motion=None,
+                         features=None, arrived=0.0, ready=0.0))
+
+    async def take():
+        return [await track.recv() for _ in range(2)]
+    frames = asyncio.run(take())
+    assert [f.format.name for f in frames] == ["yuv420p", "yuv420p"] and frames[0].width == 256
+    assert [f.pts for f in frames] == [0, 3600]
+    back = frames[1].to_ndarray(format="rgb24")
+    assert read_stamp(back) == 42
+    want = cv2.resize(img, (256, 256), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(back[:200].astype(int) - want[:200]).mean() < 3      # swscale reads our I420 as BT.601
+
+
+def test_worker_balancing_rule():
+    from server.workers import Load, should_accept, split_sessions
+    assert split_sessions(5, 2) == [3, 2] and split_sessions(4, 4) == [1, 1, 1, 1]
+    idle, one, full, dead = Load(True, 0, 0, 2), Load(True, 1, 1, 2), Load(True, 2, 2, 2), Load(False, 0, 0, 0)
+    assert should_accept(0, [idle, idle]) and should_accept(1, [idle, idle])        # ties: both listen
+    assert not should_accept(1, [idle, one]) and should_accept(0, [idle, one])      # the least loaded only
+    assert not should_accept(0, [full, one]) and should_accept(1, [full, one])      # a full one steps aside
+    assert should_accept(0, [full, full]) and should_accept(1, [full, full])        # all full: answer `busy`
+    assert should_accept(1, [dead, one]) and should_accept(0, [dead, dead])         # a dead one is no rival
+    assert not should_accept(0, [Load(True, 2, 1, 2), Load(True, 1, 1, 2)])         # open websockets count
+
+
+def test_worker_board_shares_loads_and_counters():
+    import multiprocessing
+    from server.metrics import Metrics
+    from server.workers import Board, Load
+    board = Board(2, multiprocessing.get_context("spawn"))
+    board.set_load(1, Load(True, 3, 2, 4))
+    assert board.loads() == [Load(False, 0, 0, 0), Load(True, 3, 2, 4)]
+    a, b = Metrics(sessions_started=2), Metrics(sessions_started=5, frames_sent=7)
+    a.errors["busy"] += 1
+    b.errors["busy"] += 2
+    b.refused["origin"] += 1
+    board.publish(0, {"metrics": a.snapshot(), "latencies": [1.0] * 10_000})      # too big: samples dropped
+    board.publish(1, {"metrics": b.snapshot(), "latencies": [2.5]})
+    assert board.read(0)["latencies"] == [] and board.read(1)["latencies"] == [2.5]
+    total = Metrics.total([board.read(0)["metrics"], board.read(1)["metrics"]])
+    assert total.sessions_started == 7 and total.frames_sent == 7
+    assert total.errors == {"busy": 3} and total.refused == {"origin": 1}
+    board.clear(1)
+    assert board.read(1) is None and not board.loads()[1].alive
