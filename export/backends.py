@@ -1,15 +1,15 @@
-"""Per-stage backends: torch (eager, optionally compiled), onnxruntime, tensorrt.
+"""Exported graphs as model stages: the ``float_rt.backends`` plug-in (see pyproject.toml).
 
-`apply_backends(model, BackendConfig)` swaps the model's stages for drop-in runners with
-the same call signatures, so the offline pipeline and the streaming engine use whichever
-backend the config names without knowing about it.
+`float_rt.backends.apply_backends` hands us the stages its config puts on onnxruntime or
+TensorRT; `swap_stages` replaces each with a drop-in runner of the same call signature, so
+the offline pipeline and the streaming engine run whichever backend the config names
+without knowing about it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,43 +17,13 @@ import torch
 from torch import nn
 
 from float_rt.audio import pad_to_frames
-from float_rt.config import build_dataclass
+from float_rt.backends import BackendConfig
 from float_rt.errors import FloatRTError
 from float_rt.model import FloatModel
-from float_rt.motion.fused import FusedDecoder
-from float_rt.cpu import tune as tune_cpu
-from float_rt.packed import pack_linears
-
-from .graphs import STAGES
 
 log = logging.getLogger(__name__)
 
-KINDS = ("torch", "onnxruntime", "tensorrt")
 MANIFEST = "manifest.json"
-
-
-@dataclass
-class BackendConfig:
-    encoder: str = "torch"
-    decoder: str = "torch"
-    fmt: str = "torch"
-    audio: str = "torch"
-    emotion: str = "torch"
-    engines: str | None = None      # folder written by `float-rt export onnx` / `export trt`
-    fused_decoder: bool = True      # torch decoder: the fused channels-last form (exact, faster)
-    packed_linear: bool = True      # torch on CPU: linear layers on oneDNN with prepacked weights (float_rt/packed.py)
-    keep_heap: bool = True          # CPU: glibc keeps freed activations in the heap (float_rt/cpu.py)
-    flush_denormal: bool = True     # CPU: denormals as zero
-    compile: bool = False           # torch: torch.compile the FMT and the decoder
-
-    def __post_init__(self):
-        for stage in STAGES:
-            if getattr(self, stage) not in KINDS:
-                raise ValueError(f"backend for {stage} must be one of {', '.join(KINDS)}, got {getattr(self, stage)!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict | None, **overrides) -> "BackendConfig":
-        return build_dataclass(cls, data, "backend", **overrides)
 
 
 def fingerprint(model: FloatModel) -> str:
@@ -131,39 +101,6 @@ class DecoderStage(nn.Module):
         return self.graph(latent=latent, **dict(zip(self.names, feats)))[0]
 
 
-class FastTorchDecoder(nn.Module):
-    """The fused decoder on channels-last tensors.
-
-    On CPU at 256 px and up, frames go one at a time: the weight-folded single-frame path
-    keeps the large activations in cache (measured 0.38 vs 0.67 s per 512 frame in batches
-    of 4); small models are faster batched.
-    """
-
-    def __init__(self, decoder: nn.Module, device: torch.device, compile_: bool = False):
-        super().__init__()
-        self.decoder = FusedDecoder(decoder)
-        self.run = torch.compile(self.decoder) if compile_ else self.decoder
-        size = decoder.const.shape[-1] * 2 ** len(decoder.up_convs)
-        self.frame_by_frame = device.type == "cpu" and size >= 256
-        self._cache: tuple[tuple[int, ...], list[torch.Tensor]] | None = None
-
-    def _channels_last(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        key = tuple(f.data_ptr() for f in feats)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, [f.contiguous(memory_format=torch.channels_last) for f in feats])
-        return self._cache[1]
-
-    @torch.no_grad()
-    def forward(self, latent: torch.Tensor, feats: list[torch.Tensor]) -> torch.Tensor:
-        feats = self._channels_last(feats)
-        if not self.frame_by_frame or latent.shape[0] == 1:
-            return self.run(latent, feats).contiguous()
-        per_frame = feats[0].shape[0] == latent.shape[0]
-        outs = [self.run(latent[i:i + 1], [f[i:i + 1] for f in feats] if per_frame else feats)
-                for i in range(latent.shape[0])]
-        return torch.cat(outs).contiguous()
-
-
 class FMTStage(nn.Module):
     def __init__(self, graph, base: nn.Module):
         super().__init__()
@@ -197,30 +134,15 @@ class EmotionStage(nn.Module):
         return self.graph(samples=samples)[0]
 
 
-def apply_backends(model: FloatModel, cfg: BackendConfig, device: torch.device | str = "cpu") -> FloatModel:
-    """Swap the model's stages for the configured backends (in place); returns the model."""
-    device = torch.device(device)
-    if device.type == "cpu":
-        tune_cpu(cfg.keep_heap, cfg.flush_denormal)
-    folder = Path(cfg.engines) if cfg.engines else None
-    used = {getattr(cfg, s) for s in STAGES}
-    manifest = None
-    if used - {"torch"}:
-        if folder is None:
-            raise FloatRTError("onnxruntime/tensorrt backends need the engines folder (backends.engines / --engines); "
-                               + rebuild_hint())
-        manifest = read_manifest(folder, model)
+def swap_stages(model: FloatModel, cfg: BackendConfig, stages: dict[str, str], device: torch.device) -> None:
+    """Put ``stages`` (stage -> "onnxruntime" | "tensorrt") on the graphs in ``cfg.engines``."""
+    if not cfg.engines:
+        raise FloatRTError("onnxruntime/tensorrt backends need the engines folder (backends.engines / --engines); "
+                           + rebuild_hint())
+    folder = Path(cfg.engines)
+    manifest = read_manifest(folder, model)      # before torch stages change the weights' layout
     num_feats = len(model.motion.decoder.to_flows)
-    for stage in STAGES:
-        kind = getattr(cfg, stage)
-        if kind == "torch":
-            if stage == "decoder" and cfg.fused_decoder:
-                model.motion.decoder = FastTorchDecoder(model.motion.decoder, device, cfg.compile)
-            if cfg.packed_linear and device.type == "cpu" and stage in ("fmt", "audio", "emotion"):
-                pack_linears(getattr(model, stage))
-            if stage == "fmt" and cfg.compile:
-                model.fmt.forward = torch.compile(model.fmt.forward)
-            continue
+    for stage, kind in stages.items():
         graph = open_graph(kind, folder, stage, manifest, device)
         if stage == "decoder":
             model.motion.decoder = DecoderStage(graph, num_feats)
@@ -233,7 +155,6 @@ def apply_backends(model: FloatModel, cfg: BackendConfig, device: torch.device |
         elif stage == "encoder":
             model.motion.encode_reference = _encoder_stage(graph)
         log.info("stage %s runs on %s", stage, kind)
-    return model
 
 
 def _encoder_stage(graph):

@@ -108,5 +108,3 @@ def graph_specs(model: FloatModel, audio_seconds: float = 2.6, batch: int = 2) -
                   {"samples": {0: "batch", 1: "samples"}, "probs": {0: "batch"}}),
     ]
 
-
-STAGES = ("encoder", "decoder", "fmt", "audio", "emotion")

@@ -74,7 +74,7 @@ class FloatConfig:
     # real checkpoints carry their own config.json.
     audio_encoder: dict[str, Any] = field(default_factory=dict)
     emotion_encoder: dict[str, Any] = field(default_factory=dict)
-    # Per-stage backends (export/backends.py:BackendConfig): torch, onnxruntime or tensorrt.
+    # Per-stage backends (float_rt/backends.py:BackendConfig): torch, onnxruntime or tensorrt.
     backends: dict[str, Any] = field(default_factory=dict)
     name: str = "float"
 

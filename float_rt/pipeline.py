@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .backends import BackendConfig, apply_backends
 from .checkpoint import AUDIO_DIR, feature_extractor, load_model
 from .config import EMOTIONS, FloatConfig, SamplingConfig
 from .errors import FloatRTError
@@ -33,7 +34,6 @@ def resolve_device(name: str | None) -> torch.device:
 
 def load_with_backends(cfg: FloatConfig, ckpt_dir: str | Path, device: torch.device) -> FloatModel:
     """Load the checkpoints and put each stage on the backend ``cfg.backends`` names."""
-    from export.backends import BackendConfig, apply_backends
     model, _ = load_model(cfg.model, ckpt_dir, device)
     if (Path(ckpt_dir) / "RECIPE_WEIGHTS.txt").exists():
         log.warning("%s holds recipe (demo) weights: the output is noise, not a face", ckpt_dir)

@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
@@ -24,13 +24,31 @@ from .protocol import ProtocolError
 from .tracks import AvatarAudioTrack, AvatarVideoTrack, consume, pump
 
 if TYPE_CHECKING:
-    from .app import AvatarServer
+    from streaming.engine import Engine
+
+    from .config import ServerConfig
+    from .metrics import Metrics
+    from .policy import AddressLimits
 
 log = logging.getLogger(__name__)
 
 
+class Host(Protocol):
+    """What a connection needs from the server that accepted it (`app.AvatarServer`)."""
+    cfg: ServerConfig
+    engine: Engine
+    metrics: Metrics
+    limits: AddressLimits
+
+    def hello(self) -> dict: ...
+    def preset(self, name: str | None) -> np.ndarray: ...
+    def acquire(self) -> bool: ...          # one of the server's session slots
+    def release(self) -> None: ...
+    def forget(self, conn: Connection) -> None: ...
+
+
 class Connection:
-    def __init__(self, server: "AvatarServer", ws, ip: str):
+    def __init__(self, server: Host, ws, ip: str):
         self.server, self.ws, self.ip = server, ws, ip
         self.pc: RTCPeerConnection | None = None
         self.session = None

@@ -123,7 +123,7 @@ def test_streaming_engine_runs_on_onnxruntime(small_cfg, small_ckpt, engines, sp
 def test_missing_or_mismatched_engines_say_how_to_rebuild(small_cfg, small_ckpt, engines, tmp_path):
     import dataclasses
 
-    from export.backends import BackendConfig
+    from float_rt.backends import BackendConfig
     from float_rt.pipeline import FloatPipeline
 
     def load(backends):
@@ -151,6 +151,27 @@ def test_missing_or_mismatched_engines_say_how_to_rebuild(small_cfg, small_ckpt,
         load({"fmt": "tensorrt", "engines": str(engines)})
     with pytest.raises(ValueError, match="decoder"):
         BackendConfig(decoder="tpu")
+
+
+def test_graph_backends_are_a_plugin_of_the_model_layer(small_cfg, small_ckpt, engines, monkeypatch):
+    import dataclasses
+    import subprocess
+    import sys
+
+    import float_rt.backends
+    from float_rt.pipeline import FloatPipeline
+
+    # Loading and running the model never imports the layers above it (or export, which plugs in).
+    code = ("import sys, float_rt.pipeline, float_rt.backends, float_rt.sampler, float_rt.cli; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'export', 'streaming', 'server'}))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+    # Without the entry point that export/ declares, graph stages are a clear error, torch ones still load.
+    monkeypatch.setattr(float_rt.backends, "entry_points", lambda **kw: ())
+    cfg = dataclasses.replace(small_cfg, backends={"fmt": "onnxruntime", "engines": str(engines)})
+    with pytest.raises(FloatRTError, match="export package.*not installed"):
+        FloatPipeline.from_checkpoints(small_ckpt, cfg, "cpu")
+    assert FloatPipeline.from_checkpoints(small_ckpt, small_cfg, "cpu").model is not None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT engines need a CUDA GPU (none here)")
