@@ -287,7 +287,7 @@ class Session:
                 skip = (lag - limit // 2) // self.spf
                 if self.total_frames is not None:
                     skip = min(skip, self.total_frames - self.carry.next_frame)
-                self.carry.next_frame += skip
+                self.carry.skip(skip)
                 self.stats.dropped_backlog += skip
                 keep = self.carry.next_frame - max(self.options.left_frames, 1)
                 self.audio.trim(keep * self.spf, self.carry.next_frame * self.spo)

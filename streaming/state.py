@@ -46,6 +46,14 @@ class WindowCarry:
         self.past_wa = torch.cat([self.past_wa, wa], dim=1)[:, -keep:]
         self.next_frame += x.shape[1]
 
+    def skip(self, n: int) -> None:
+        """Frames next_frame .. next_frame + n are never computed (compute fell behind the clock).
+
+        The context stays the last frames computed; what came before the gap cannot be
+        returned to, since a frame after it would then follow the wrong context."""
+        self.past_x, self.past_wa = self.prev_x, self.prev_wa
+        self.next_frame += n
+
     @property
     def rewind_floor(self) -> int:
         """The earliest frame ``rewind`` can go back to."""

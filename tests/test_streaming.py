@@ -330,6 +330,27 @@ def test_interrupt_drops_queued_speech_and_continues_from_the_last_frame_shown(p
     assert [f.index for f in again] == list(range(12, 12 + 25))
 
 
+def test_interrupt_after_a_backlog_skip_does_not_rewind_across_the_gap(pipe, image, speech):
+    clock = FakeClock()
+    engine = make_engine(pipe, clock=clock, max_backlog_ms=1000)
+    s = engine.open_session(image, engine.default_options(emotion="neutral"), live=True)
+    s.push_audio(speech[:16000], 16000)
+    for _ in range(3):
+        engine.step()
+    computed = s.carry.next_frame
+    motion = [f.motion for f in s._out]              # computed, not shown yet
+    assert computed == len(motion) > 0
+    clock.t += 5.0                                   # compute falls far behind the wall clock
+    s.push_audio(np.zeros(5 * 16000, np.float32), 16000)
+    s.keep_up(clock())
+    resumed = s.carry.next_frame
+    assert s.stats.dropped_backlog == resumed - computed > 0
+    s.interrupt()
+    # The unshown frames are dropped, but the frames after the gap still follow the last ones computed.
+    assert s.carry.next_frame == resumed and not s._out
+    assert torch.equal(s.carry.prev_x[0], torch.from_numpy(np.stack(motion[-10:])))
+
+
 def test_emotion_predicted_smoothed_and_changeable(pipe, image, speech):
     engine = make_engine(pipe, emotion_every_frames=10)
     s = engine.open_session(image, engine.default_options(emotion=None))
