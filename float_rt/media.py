@@ -15,6 +15,7 @@ from .errors import FloatRTError
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")     # preset portraits
 DETECT_HEIGHT = 360          # the official crop detects faces on a 360-px-high copy
 CROP_SCALE = 1.6             # half-size of the square crop, relative to the face box
 SILENCE_LEVEL = 1e-4
@@ -36,6 +37,16 @@ def load_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise FloatRTError(f"image not found: {path}")
     return decode_image(path.read_bytes(), str(path))
+
+
+def preset_images(folders: list[Path]) -> dict[str, Path]:
+    """Name -> file of the portraits in ``folders`` (later folders override earlier ones)."""
+    out: dict[str, Path] = {}
+    for folder in folders:
+        for p in sorted(Path(folder).glob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                out[p.stem] = p
+    return out
 
 
 _detector: cv2.CascadeClassifier | None = None

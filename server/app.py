@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 
 from float_rt.config import EMOTIONS, load_config
 from float_rt.errors import FloatRTError
-from float_rt.media import load_image
+from float_rt.media import load_image, preset_images
 from float_rt.resources import cache_dir, config_path, resolve_checkpoints
 from streaming.config import load_stream_config
 from streaming.engine import Engine
@@ -38,7 +38,6 @@ from .policy import AddressLimits, Limits, OriginPolicy, client_address, is_trus
 log = logging.getLogger(__name__)
 
 DEMO_CONFIG = "small"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 def ensure_demo_weights(folder: Path | None = None) -> Path:
@@ -155,18 +154,16 @@ class AvatarServer:
         return is_recipe(self.cfg)
 
     def presets(self) -> list[str]:
-        folder = self.static / "avatars"
-        return sorted(p.stem for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        return sorted(preset_images([self.static / "avatars"]))
 
     def preset(self, name: str | None) -> np.ndarray:
-        names = self.presets()
-        if not names:
+        files = preset_images([self.static / "avatars"])
+        if not files:
             raise protocol.ProtocolError("bad_image", "no avatar image given and no presets installed")
-        name = name or names[0]
-        if name not in names:
-            raise protocol.ProtocolError("bad_preset", f"unknown preset {name!r}; available: {', '.join(names)}")
-        path = next(p for p in (self.static / "avatars").glob(f"{name}.*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        return load_image(path)
+        name = name or min(files)
+        if name not in files:
+            raise protocol.ProtocolError("bad_preset", f"unknown preset {name!r}; available: {', '.join(sorted(files))}")
+        return load_image(files[name])
 
     def hello(self) -> dict:
         m = self.engine.cfg

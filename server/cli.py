@@ -36,10 +36,10 @@ def cmd_serve(a) -> None:
 
 def cmd_livekit_worker(a) -> None:
     try:
-        from .livekit.job import preset_images
         from .livekit.worker import require_env, run_worker
     except ImportError as exc:
         raise FloatRTError(f"livekit-worker needs the livekit extra: pip install 'float-rt[livekit]' ({exc})") from None
+    from float_rt.media import preset_images
     from float_rt.resources import config_path, resolve_checkpoints
     from streaming.config import load_stream_config
     from streaming.engine import Engine

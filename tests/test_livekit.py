@@ -259,7 +259,7 @@ def test_capacity_reports_load_and_refuses_beyond_max():
 
 def test_worker_accepts_valid_jobs_as_the_avatar_on_behalf_of_the_agent(small_engine):
     from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
-    from server.livekit.job import preset_images
+    from float_rt.media import preset_images
     from server.config import packaged_page
     worker = AvatarWorker(small_engine, max_sessions=1, presets=preset_images([packaged_page() / "avatars"]))
     job = AvatarJob("agent-AJ_x", "avatar-1", "Ava", preset="astronaut", options={"emotion": "happy"})

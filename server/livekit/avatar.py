@@ -22,7 +22,7 @@ from livekit.agents.voice.avatar import (AvatarOptions, AvatarRunner, DataStream
 from livekit.agents.voice.avatar import AvatarSession as _AvatarSession
 
 from float_rt.errors import FloatRTError
-from float_rt.media import crop_face
+from float_rt.media import crop_face, preset_images
 
 from .job import SESSION_KEYS, AvatarJob, encode_reference, read_portrait
 from .worker import AGENT_NAME
@@ -81,7 +81,7 @@ class AvatarSession(_AvatarSession):
     def _portrait(self) -> np.ndarray:
         if self._preset is not None:
             from server.config import packaged_page
-            path = next((p for p in (packaged_page() / "avatars").glob(f"{self._preset}.*")), None)
+            path = preset_images([packaged_page() / "avatars"]).get(self._preset)
             if path is None:
                 raise FloatRTError(f"unknown preset {self._preset!r}")
             return read_portrait(path)

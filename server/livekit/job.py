@@ -100,13 +100,3 @@ def read_portrait(image: str | Path | bytes | np.ndarray) -> np.ndarray:
     if isinstance(image, (bytes, bytearray)):
         return decode_image(bytes(image), "avatar")
     return load_image(image)
-
-
-def preset_images(folders: list[Path]) -> dict[str, Path]:
-    """Name -> file of the portraits in ``folders`` (later folders override earlier ones)."""
-    out: dict[str, Path] = {}
-    for folder in folders:
-        for p in sorted(Path(folder).glob("*")):
-            if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):
-                out[p.stem] = p
-    return out
