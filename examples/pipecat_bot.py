@@ -28,17 +28,13 @@ NEEDS = "pip install 'pipecat-ai[runner,openai]' (the runner serves the browser 
 @lru_cache(maxsize=1)
 def engine_and_image():
     """One engine for every bot of this process: concurrent calls share its batched steps."""
-    from float_rt.config import load_config
     from float_rt.media import load_image, prepare_reference
-    from float_rt.resources import config_path, resolve_checkpoints
     from server.config import packaged_page
-    from streaming.config import load_stream_config
     from streaming.engine import Engine
-    cfg = load_config(config_path(os.environ.get("FLOAT_RT_CONFIG", "float-512")))
-    engine = Engine.from_checkpoints(resolve_checkpoints(os.environ.get("FLOAT_RT_CHECKPOINTS")), cfg,
-                                     load_stream_config(config_path("stream")), os.environ.get("FLOAT_RT_DEVICE"))
+    engine = Engine.load(os.environ.get("FLOAT_RT_CHECKPOINTS"), os.environ.get("FLOAT_RT_CONFIG", "float-512"),
+                         "stream", os.environ.get("FLOAT_RT_DEVICE"))
     portrait = os.environ.get("FLOAT_RT_AVATAR") or packaged_page() / "avatars" / "astronaut.jpg"
-    return engine, prepare_reference(load_image(portrait), cfg.model.input_size)
+    return engine, prepare_reference(load_image(portrait), engine.cfg.model.input_size)
 
 
 def build_services():

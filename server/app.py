@@ -25,7 +25,6 @@ from float_rt.config import EMOTIONS, load_config
 from float_rt.errors import FloatRTError
 from float_rt.media import load_image, preset_images
 from float_rt.resources import cache_dir, config_path, resolve_checkpoints
-from streaming.config import load_stream_config
 from streaming.engine import Engine
 
 from . import protocol
@@ -119,12 +118,7 @@ class AvatarServer:
     @classmethod
     def create(cls, cfg: ServerConfig) -> "AvatarServer":
         prepare(cfg)
-        try:
-            model_cfg = load_config(config_path(cfg.config))
-            stream_cfg = load_stream_config(config_path(cfg.stream_config))
-        except (OSError, ValueError) as exc:
-            raise FloatRTError(str(exc)) from exc
-        return cls.with_engine(cfg, Engine.from_checkpoints(cfg.checkpoints, model_cfg, stream_cfg, cfg.device))
+        return cls.with_engine(cfg, Engine.load(cfg.checkpoints, cfg.config, cfg.stream_config, cfg.device))
 
     @classmethod
     def with_engine(cls, cfg: ServerConfig, engine: Engine) -> "AvatarServer":

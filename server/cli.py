@@ -40,21 +40,14 @@ def cmd_livekit_worker(a) -> None:
     except ImportError as exc:
         raise FloatRTError(f"livekit-worker needs the livekit extra: pip install 'float-rt[livekit]' ({exc})") from None
     from float_rt.media import preset_images
-    from float_rt.resources import config_path, resolve_checkpoints
-    from streaming.config import load_stream_config
     from streaming.engine import Engine
 
     from .config import packaged_page
     require_env()      # before the model loads: say at once what is missing
     if a.max_sessions < 1:
         raise FloatRTError("--max-sessions must be >= 1")
-    cfg = model_cli.load_config_arg(a.config)
-    try:
-        scfg = load_stream_config(config_path(a.stream_config))
-    except (OSError, ValueError) as exc:
-        raise FloatRTError(str(exc)) from exc
     presets = preset_images([packaged_page() / "avatars", *map(Path, a.avatars or [])])
-    engine = Engine.from_checkpoints(resolve_checkpoints(a.checkpoints), cfg, scfg, a.device)
+    engine = Engine.load(a.checkpoints, a.config, a.stream_config, a.device)
     run_worker(engine, a.max_sessions, presets, a.agent_name)
 
 

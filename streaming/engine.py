@@ -19,13 +19,15 @@ import numpy as np
 import torch
 
 from float_rt.checkpoint import AUDIO_DIR, feature_extractor
-from float_rt.config import FloatConfig, build_dataclass
+from float_rt.config import FloatConfig, build_dataclass, load_config
+from float_rt.errors import FloatRTError
 from float_rt.media import frames_to_uint8
 from float_rt.model import FloatModel
 from float_rt.pipeline import Reference, load_with_backends, resolve_device
+from float_rt.resources import config_path, resolve_checkpoints
 from float_rt.sampler import Conditions, Guidance, emotion_condition, pad_frames, sample_window, time_grid
 
-from .config import StreamConfig
+from .config import StreamConfig, load_stream_config
 from .features import encode_windows
 from .session import Frame, Session, SessionOptions
 
@@ -88,6 +90,17 @@ class Engine:
         model = load_with_backends(cfg, ckpt_dir, dev)
         fx = feature_extractor(Path(ckpt_dir) / AUDIO_DIR)
         return cls(model, cfg, stream_cfg, bool(getattr(fx, "do_normalize", True)), dev, feature_extractor=fx)
+
+    @classmethod
+    def load(cls, checkpoints: str | Path | None = None, config: str | Path = "float-512",
+             stream_config: str | Path = "stream", device: str | None = None) -> Engine:
+        """An engine from config names or paths and a checkpoint folder (None: the downloaded one)."""
+        try:
+            cfg = load_config(config_path(config))
+            stream_cfg = load_stream_config(config_path(stream_config))
+        except (OSError, ValueError) as exc:
+            raise FloatRTError(str(exc)) from exc
+        return cls.from_checkpoints(resolve_checkpoints(checkpoints), cfg, stream_cfg, device)
 
     # ------------------------------------------------------------------ sessions
     def default_options(self, **overrides) -> SessionOptions:

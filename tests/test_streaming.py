@@ -448,3 +448,13 @@ def test_frames_carry_speech_at_the_output_rate(pipe, image, speech):
     assert abs(out2.size - len(speech) * 1.5) < 960
     with pytest.raises(FloatRTError, match="audio_out_rate"):
         engine.default_options(audio_out_rate=12345)
+
+
+def test_engine_loads_from_config_names_and_says_what_is_missing(small_ckpt, small_cfg, tmp_path, monkeypatch):
+    engine = Engine.load(small_ckpt, "small", "stream", "cpu")
+    assert engine.cfg.model == small_cfg.model and engine.stream_cfg == load_stream_config(ROOT / "configs" / "stream.yaml")
+    with pytest.raises(FloatRTError, match="config not found: no-such-config"):
+        Engine.load(small_ckpt, "no-such-config")
+    monkeypatch.setenv("FLOAT_RT_CACHE", str(tmp_path))          # no downloaded folder either
+    with pytest.raises(FloatRTError, match="float-rt download"):
+        Engine.load(None, "small")

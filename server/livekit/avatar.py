@@ -97,13 +97,8 @@ class AvatarSession(_AvatarSession):
     # ------------------------------------------------------------------ in the agent's process
     def _local_engine(self):
         if self._engine is None:
-            from float_rt.config import load_config
-            from float_rt.resources import config_path, resolve_checkpoints
-            from streaming.config import load_stream_config
             from streaming.engine import Engine
-            self._engine = Engine.from_checkpoints(resolve_checkpoints(self._checkpoints),
-                                                   load_config(config_path(self._config)),
-                                                   load_stream_config(config_path("stream")), self._device)
+            self._engine = Engine.load(self._checkpoints, self._config, "stream", self._device)
             self._owns_engine = True
         return self._engine
 

@@ -75,15 +75,10 @@ class FloatVideoGenerator(VideoGenerator):
                          config: str = "float-512", stream_config: str = "stream", device: str | None = None,
                          crop: bool = True, **kwargs) -> FloatVideoGenerator:
         """Load an engine of its own (``checkpoints``: default the downloaded folder) for one avatar."""
-        from float_rt.config import load_config
         from float_rt.media import load_image, prepare_reference
-        from float_rt.resources import config_path, resolve_checkpoints
-        from streaming.config import load_stream_config
-        cfg = load_config(config_path(config))
-        engine = Engine.from_checkpoints(resolve_checkpoints(checkpoints), cfg,
-                                         load_stream_config(config_path(stream_config)), device)
+        engine = Engine.load(checkpoints, config, stream_config, device)
         img = load_image(image) if isinstance(image, (str, Path)) else image
-        return cls(engine, prepare_reference(img, cfg.model.input_size, crop=crop), **kwargs)
+        return cls(engine, prepare_reference(img, engine.cfg.model.input_size, crop=crop), **kwargs)
 
     # ------------------------------------------------------------------ audio in
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
