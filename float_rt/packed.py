@@ -62,7 +62,6 @@ def pack_linears(module: nn.Module) -> nn.Module:
     return module
 
 
-
 @contextlib.contextmanager
 def unpacked():
     """Within it (in this thread), packed layers run ``F.linear`` (for side-by-side benchmarks)."""

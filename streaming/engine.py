@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from float_rt.backends import BackendConfig
 from float_rt.checkpoint import AUDIO_DIR, feature_extractor
 from float_rt.config import FloatConfig, build_dataclass, load_config
+from float_rt.cpu import flush_denormal
 from float_rt.errors import FloatRTError
 from float_rt.media import frames_to_uint8
 from float_rt.model import FloatModel
@@ -159,8 +161,8 @@ class Engine:
             self._thread = None
 
     def _run(self) -> None:
-        if self.device.type == "cpu" and self.cfg.backends.get("flush_denormal", True):
-            torch.set_flush_denormal(True)    # per thread: the model's thread needs it too (float_rt/cpu.py)
+        if self.device.type == "cpu" and BackendConfig.from_dict(self.cfg.backends).flush_denormal:
+            flush_denormal()    # per thread: the model's thread needs it too (float_rt/cpu.py)
         while not self._stop.is_set():
             if self.step() == 0:
                 self._wakeup.wait(0.005)
