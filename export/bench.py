@@ -14,20 +14,11 @@ from pathlib import Path
 
 import torch
 
-from float_rt.bench import median_time
+from float_rt.bench import bf16_ok, median_time
 from float_rt.model import FloatModel
 from float_rt.motion.fused import FusedDecoder, to_channels_last
 from float_rt.packed import pack_linears, unpacked
 from float_rt.reference import relative_error as rel_err
-
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @torch.no_grad()
@@ -67,7 +58,7 @@ def bench_backends(model: FloatModel, engines: str | Path | None = None, repeat:
         rel_err(out, ref), rel_err(out, ref64))
     add("decoder", f"fused channels-last fp32, batch {batch}", timed(lambda: fused(latb, fcl)) / batch,
         "frame", rel_err(fused(latb, fcl)[:1], dec(latb, feats)[:1]))
-    if dev.type == "cpu" and cpu_has_bf16():
+    if dev.type == "cpu" and bf16_ok(dev):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = fused(lat1, fcl).float()
             t = timed(lambda: fused(lat1, fcl))
@@ -93,7 +84,7 @@ def bench_backends(model: FloatModel, engines: str | Path | None = None, repeat:
         vref = fmt(**args)
         add("fmt", "torch fp32, F.linear", timed(lambda: fmt(**args)), "eval", 0.0)
     add("fmt", "torch fp32, oneDNN packed linear", timed(lambda: fmt(**args)), "eval", rel_err(fmt(**args), vref))
-    if dev.type == "cpu" and cpu_has_bf16():
+    if dev.type == "cpu" and bf16_ok(dev):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = fmt(**args).float()
             t = timed(lambda: fmt(**args))
