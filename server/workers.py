@@ -247,8 +247,12 @@ class Supervisor:
         self.restarts = 0
         self.stopping = threading.Event()
 
+    def worker_config(self, i: int) -> ServerConfig:
+        """Worker ``i`` is one whole server with its share of the sessions."""
+        return dataclasses.replace(self.cfg, max_sessions=self.capacity[i], workers=1)
+
     def _start(self, i: int) -> None:
-        cfg = dataclasses.replace(self.cfg, max_sessions=self.capacity[i])
+        cfg = self.worker_config(i)
         p = self.ctx.Process(target=worker_main, name=f"float-rt-worker-{i}", daemon=False,
                              args=(cfg, i, self.n, self.sock, self.board, self.make_server,
                                    logging.getLogger().getEffectiveLevel()))

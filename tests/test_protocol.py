@@ -175,6 +175,17 @@ def test_worker_balancing_rule():
     assert not should_accept(0, [Load(True, 2, 1, 2), Load(True, 1, 1, 2)])         # open websockets count
 
 
+def test_each_worker_gets_its_share_of_the_sessions():
+    from server.config import ServerConfig
+    from server.workers import Supervisor
+    sup = Supervisor(ServerConfig(port=0, max_sessions=3, workers=2), 2)     # shares below the worker count
+    try:
+        assert [sup.worker_config(i).max_sessions for i in range(2)] == [2, 1]
+        assert {sup.worker_config(i).workers for i in range(2)} == {1}
+    finally:
+        sup.sock.close()
+
+
 def test_worker_board_shares_loads_and_counters():
     import multiprocessing
     from server.metrics import Metrics
