@@ -23,10 +23,7 @@ import argparse
 import asyncio
 import fractions
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,22 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-
-def small_engine(checkpoints: str | None):
-    from float_rt.config import load_config
-    from float_rt.recipe import write_recipe_checkpoints
-    from float_rt.resources import config_path
-    from streaming.config import load_stream_config
-    from streaming.engine import Engine
-    cfg = load_config(config_path("small"))
-    ckpt = checkpoints or write_recipe_checkpoints(cfg, tempfile.mkdtemp(prefix="float-rt-bench-"))
-    return Engine.from_checkpoints(ckpt, cfg, load_stream_config(config_path("stream")), "cpu")
-
-
-def reference(engine):
-    from float_rt.media import load_image, prepare_reference
-    from server.config import packaged_page
-    return prepare_reference(load_image(packaged_page() / "avatars" / "astronaut.jpg"), engine.cfg.model.input_size)
+from bench_common import bench_engine, isolate  # noqa: E402
 
 
 async def barge_in(engine, image, speech: np.ndarray, cuts=(8, 20, 33, 47, 61)) -> list[float]:
@@ -190,11 +172,9 @@ def main() -> int:
     p.add_argument("--checkpoints", default=None, help="small-config weights (default: recipe weights)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    import socket
-    if [n for _, n in socket.if_nameindex()] != ["lo"]:
-        inner = "ip link set lo up && exec " + " ".join([sys.executable, *map(str, sys.argv)])
-        user = [] if os.geteuid() == 0 else ["--map-root-user"]
-        return subprocess.call(["unshare", "--net", *user, "--", "sh", "-c", inner])
+    code = isolate()
+    if code is not None:
+        return code
     import logging
     logging.disable(logging.WARNING)
     from bench_server import bench_model_free
@@ -202,8 +182,7 @@ def main() -> int:
     from speech import espeak
     res: dict = {}
     speech = espeak("Hello there. I am a talking avatar, and this is a reply that will be cut off by the user.")
-    engine = small_engine(a.checkpoints)
-    image = reference(engine)
+    engine, image = bench_engine(a.checkpoints)
     engine.start()
     cuts = asyncio.run(barge_in(engine, image, speech))
     res["barge_in_ms"] = cuts
@@ -231,7 +210,8 @@ def main() -> int:
               f"  {r['fps_min']:8.1f}  {r['duplicated_pct']:4.1f}  {r['with_encode']:.3f}")
     res["livekit"] = rows
     print("aiortc server, model-free, real WebRTC clients:")
-    res["aiortc"] = bench_model_free(argparse.Namespace(clients=a.sessions, seconds=a.seconds, video_codec="vp8"))
+    res["aiortc"] = bench_model_free(argparse.Namespace(clients=a.sessions, seconds=a.seconds, video_codec="vp8",
+                                                          workers=1))
     lk = min(r["with_encode"] for r in rows)
     ao = min(r["cores_per_session"] for r in res["aiortc"])
     print(f"sessions per core: LiveKit {1 / lk:.1f} (Python side {1 / min(r['cores_per_session'] for r in rows):.1f}, "

@@ -17,11 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,10 +28,6 @@ RATE = 24000
 SPO = RATE // 25
 REPLY_1 = "Hello there. I am a talking avatar, and this is real speech for the measurement. One two three four five."
 REPLY_2 = "This second reply is long, and it will be cut off by the user in the middle of a sentence, right about now."
-
-
-def isolated() -> bool:
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
 async def measure(engine, image, seconds: float = 12.0, **avatar_options) -> dict:
@@ -199,22 +191,6 @@ async def measure(engine, image, seconds: float = 12.0, **avatar_options) -> dic
     return res
 
 
-def load(checkpoints: str | None, config: str):
-    from float_rt.config import load_config
-    from float_rt.media import load_image, prepare_reference
-    from float_rt.recipe import write_recipe_checkpoints
-    from float_rt.resources import config_path
-    from server.config import packaged_page
-    from streaming.config import load_stream_config
-    from streaming.engine import Engine
-    cfg = load_config(config_path(config))
-    if checkpoints is None:
-        checkpoints = write_recipe_checkpoints(cfg, tempfile.mkdtemp(prefix="float-rt-bench-"))
-    engine = Engine.from_checkpoints(checkpoints, cfg, load_stream_config(config_path("stream")), "cpu")
-    image = prepare_reference(load_image(packaged_page() / "avatars" / "astronaut.jpg"), cfg.model.input_size)
-    return engine, image
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoints", default=None, help="default: recipe weights of --config in a temp folder")
@@ -223,17 +199,17 @@ def main() -> int:
     p.add_argument("--raw", action="store_true", help="25 fps images, no hold-back (to see what SmallWebRTC does)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    if not isolated():
-        inner = "ip link set lo up && exec " + " ".join([sys.executable, *map(str, sys.argv)])
-        user = [] if os.geteuid() == 0 else ["--map-root-user"]
-        return subprocess.call(["unshare", "--net", *user, "--", "sh", "-c", inner])
+    from bench_common import bench_engine, isolate
+    code = isolate()
+    if code is not None:
+        return code
     import logging
     logging.getLogger().setLevel(logging.WARNING)
     from loguru import logger
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     from server.pipecat import SMALL_WEBRTC
-    engine, image = load(a.checkpoints, a.config)
+    engine, image = bench_engine(a.checkpoints, a.config)
     options = {} if a.raw else dict(SMALL_WEBRTC)
     res = asyncio.run(measure(engine, image, a.seconds, emotion="neutral", **options))
     engine.stop()

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,10 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-
-def in_private_netns() -> bool:
-    import socket
-    return [n for _, n in socket.if_nameindex()] == ["lo"]
+from bench_common import checkpoints_or_recipe, isolate  # noqa: E402
 
 
 def client_module():
@@ -60,15 +56,12 @@ def espeak(text: str, path: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------- model
 def bench_model(a) -> list[dict]:
-    from float_rt.config import load_config
     from float_rt.media import load_audio
-    from float_rt.recipe import write_recipe_checkpoints
-    from float_rt.resources import config_path
     from server.config import ServerConfig
     from server.thread import ServerThread
 
     tmp = Path(tempfile.mkdtemp())
-    ckpt = a.checkpoints or str(write_recipe_checkpoints(load_config(config_path(a.config)), tmp / "ckpt"))
+    ckpt = str(checkpoints_or_recipe(a.checkpoints, a.config))
     audio = a.audio or espeak("Hello there. I am a talking avatar, and this is a benchmark of the real time "
                               "server with several clients at once.", tmp / "speech.wav")
     speech = load_audio(audio)
@@ -243,13 +236,9 @@ def main() -> int:
     a = p.parse_args()
     if a.serve_cache:
         return serve_cache(a)
-    if not in_private_netns():
-        if os.environ.get("FLOAT_RT_NETNS") == "1":
-            raise SystemExit("could not enter a private network namespace")
-        env = dict(os.environ, FLOAT_RT_NETNS="1")
-        inner = "ip link set lo up && exec " + " ".join([sys.executable, *map(str, sys.argv)])
-        user = [] if os.geteuid() == 0 else ["--map-root-user"]
-        return subprocess.call(["unshare", "--net", *user, "--", "sh", "-c", inner], env=env)
+    code = isolate()
+    if code is not None:
+        return code
     results = bench_model_free(a) if a.model_free else bench_model(a)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
