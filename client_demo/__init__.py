@@ -1,1 +1,1 @@
-"""The demo page (index.html, app.js, avatars/) and the Python client, shipped as package data."""
+"""The demo page (index.html, app.js, avatars/) and the Python client: installed as ``server.page`` (see pyproject.toml)."""

@@ -1,1 +1,1 @@
-"""Configs shipped with FLOAT-RT (package data, read through importlib.resources)."""
+"""Configs shipped with FLOAT-RT: installed as the package data ``float_rt.configs`` (see pyproject.toml)."""

@@ -1,15 +1,16 @@
 """Export commands of ``float-rt``: export onnx, export trt, bench-backends."""
 from __future__ import annotations
 
-from float_rt.cli import CONFIG_HELP, add_checkpoints_arg, load_config_arg
-from float_rt.resources import DEFAULT_MODEL_CONFIG, resolve_checkpoints
+from float_rt.cli import CONFIG_HELP, add_checkpoints_arg, checkpoints_arg, load_config_arg
+from float_rt.resources import DEFAULT_MODEL_CONFIG
 
 
 def _model(a):
+    cfg = load_config_arg(a.config)
+    ckpt = checkpoints_arg(a.checkpoints)
     from float_rt.checkpoint import load_model
     from float_rt.pipeline import resolve_device
-    cfg = load_config_arg(a.config)
-    model, _ = load_model(cfg.model, resolve_checkpoints(a.checkpoints), resolve_device(a.device))
+    model, _ = load_model(cfg.model, ckpt, resolve_device(a.device))
     return cfg, model
 
 

@@ -19,21 +19,11 @@ from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor
 
 from .config import ModelConfig
 from .errors import CheckpointError
+from .layout import AUDIO_DIR, EMOTION_DIR, FLOAT_FILES, HF_WEIGHTS, check_layout, find, missing
 from .keys import KeyEntry, alternative_names, float_keys, hf_keys
 from .model import FloatModel
 
 log = logging.getLogger(__name__)
-
-FLOAT_FILES = ("float.safetensors", "float.pth")
-AUDIO_DIR = "wav2vec2-base-960h"
-EMOTION_DIR = "wav2vec-english-speech-emotion-recognition"
-HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-
-LAYOUT = f"""expected layout:
-  CKPT_DIR/float.pth (or float.safetensors)
-  CKPT_DIR/{AUDIO_DIR}/config.json + model.safetensors or pytorch_model.bin
-  CKPT_DIR/{EMOTION_DIR}/config.json + model.safetensors or pytorch_model.bin"""
-
 
 @dataclass
 class LoadReport:
@@ -44,10 +34,6 @@ class LoadReport:
         parts = [f"{name}: {len(keys)} unused key(s) ignored ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
                  for name, keys in self.ignored.items() if keys]
         return "; ".join(parts)
-
-
-def _missing(path: Path, what: str) -> CheckpointError:
-    return CheckpointError(f"{what} not found: {path}\n{LAYOUT}")
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -65,13 +51,6 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict")
     return state
-
-
-def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:
-    for name in names:
-        if (folder / name).is_file():
-            return folder / name
-    raise _missing(folder / names[-1], what)
 
 
 # wav2vec2 config.json fields that fix the network we build: each must be present.  Published
@@ -101,12 +80,12 @@ def hf_config(folder: Path, classifier: bool = False) -> Wav2Vec2Config:
     a field the network needs is an error naming it when it is missing or malformed.
     """
     if not folder.is_dir():
-        raise _missing(folder, "folder")
+        raise missing(folder, "folder")
     path = folder / "config.json"
     if not path.is_file():
-        raise _missing(path, "config.json")
+        raise missing(path, "config.json")
     raw = _read_json(path)
-    missing = [k for k in W2V_REQUIRED if k not in raw]
+    absent = [k for k in W2V_REQUIRED if k not in raw]
     kwargs = {k: raw[k] for k in (*W2V_REQUIRED, *W2V_OPTIONAL) if k in raw}
     if classifier:
         if isinstance(raw.get("id2label"), dict):
@@ -114,11 +93,11 @@ def hf_config(folder: Path, classifier: bool = False) -> Wav2Vec2Config:
         elif "num_labels" in raw:
             kwargs["num_labels"] = raw["num_labels"]
         else:
-            missing.append("id2label (or num_labels)")
+            absent.append("id2label (or num_labels)")
         if raw.get("pooling_mode", "mean") != "mean":
             raise CheckpointError(f"{path}: pooling_mode {raw['pooling_mode']!r} is not supported (FLOAT uses 'mean')")
-    if missing:
-        raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}")
+    if absent:
+        raise CheckpointError(f"{path}: missing field(s) {', '.join(absent)}")
     try:
         return Wav2Vec2Config(**kwargs)
     except Exception as exc:  # noqa: BLE001 - transformers' strict validation names the field
@@ -170,11 +149,11 @@ def build_model(cfg: ModelConfig, ckpt_dir: Path) -> FloatModel:
 
 def _fill(model: FloatModel, ckpt_dir: Path, target: dict[str, torch.Tensor]) -> LoadReport:
     """The loader's check: every tensor of the three files against ``model``, copied into ``target``."""
-    float_path = _find(ckpt_dir, FLOAT_FILES, "float.pth")
+    float_path = find(ckpt_dir, FLOAT_FILES, "float.pth")
     report = LoadReport()
     files = [(float_path, float_keys(model))]
     for which, sub in (("audio", AUDIO_DIR), ("emotion", EMOTION_DIR)):
-        files.append((_find(ckpt_dir / sub, HF_WEIGHTS, "weights file"), hf_keys(model, which)))
+        files.append((find(ckpt_dir / sub, HF_WEIGHTS, "weights file"), hf_keys(model, which)))
     for path, entries in files:
         name = path.relative_to(ckpt_dir).as_posix()
         report.ignored[name] = _apply(entries, read_tensors(path), target, path)
@@ -183,11 +162,7 @@ def _fill(model: FloatModel, ckpt_dir: Path, target: dict[str, torch.Tensor]) ->
 
 
 def _folder(ckpt_dir: str | Path) -> Path:
-    ckpt_dir = Path(ckpt_dir)
-    if not ckpt_dir.is_dir():
-        raise _missing(ckpt_dir, "checkpoint folder")
-    _find(ckpt_dir, FLOAT_FILES, "float.pth")
-    return ckpt_dir
+    return check_layout(ckpt_dir)
 
 
 def load_model(cfg: ModelConfig, ckpt_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FloatModel, LoadReport]:
@@ -236,12 +211,12 @@ def write_hf_folder(folder: Path, state: dict[str, torch.Tensor], config: Wav2Ve
 def convert(ckpt_dir: str | Path, out_dir: str | Path) -> Path:
     """Rewrite a checkpoint folder as safetensors (memory-mapped, faster to load)."""
     ckpt_dir, out_dir = Path(ckpt_dir), Path(out_dir)
-    float_path = _find(ckpt_dir, FLOAT_FILES, "float.pth")
+    float_path = find(ckpt_dir, FLOAT_FILES, "float.pth")
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in read_tensors(float_path).items() if isinstance(v, torch.Tensor)}
     save_file(state, str(out_dir / "float.safetensors"), metadata={"format": "pt"})
     for sub in (AUDIO_DIR, EMOTION_DIR):
-        src = _find(ckpt_dir / sub, HF_WEIGHTS, "weights file")
+        src = find(ckpt_dir / sub, HF_WEIGHTS, "weights file")
         dst = out_dir / sub
         dst.mkdir(exist_ok=True)
         for name in ("config.json", "preprocessor_config.json"):

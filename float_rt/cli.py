@@ -52,16 +52,41 @@ def add_checkpoints_arg(p, required: bool = False) -> None:
                         ("" if required else f" (default: the downloaded one, {default_checkpoints()})"))
 
 
+def readable_file(path, what: str) -> Path:
+    """An input file that exists and can be opened, checked before any heavy import."""
+    path = Path(path)
+    if not path.exists():
+        raise FloatRTError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise FloatRTError(f"{what} is not a file: {path}")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise FloatRTError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def checkpoints_arg(given) -> Path:
+    """The checkpoint folder (given, or the downloaded one), its layout checked by file names."""
+    from .layout import check_layout
+    return check_layout(resolve_checkpoints(given))
+
+
 def cmd_generate(a) -> None:
+    # Everything the user can get wrong is checked first, in well under a second; torch, PyAV,
+    # OpenCV and transformers load only after.
+    cfg = with_backends(load_config_arg(a.config), a)
+    readable_file(a.ref, "reference image (--ref)")
+    readable_file(a.audio, "audio file (--audio)")
+    ckpt = checkpoints_arg(a.checkpoints)
+
     from .media import load_audio, load_image, prepare_reference
     from .pipeline import FloatPipeline, sampling_with
-
-    cfg = with_backends(load_config_arg(a.config), a)
     img = load_image(a.ref)
     samples = load_audio(a.audio, cfg.model.sampling_rate)
     image = prepare_reference(img, cfg.model.input_size, crop=not a.no_crop)
-    pipe = FloatPipeline.from_checkpoints(resolve_checkpoints(a.checkpoints), cfg, a.device,
-                                          decode_batch=a.decode_batch)
+    pipe = FloatPipeline.from_checkpoints(ckpt, cfg, a.device, decode_batch=a.decode_batch)
     sampling = sampling_with(cfg.sampling, emotion=a.emo, a_cfg_scale=a.a_cfg_scale,
                              e_cfg_scale=a.e_cfg_scale, nfe=a.nfe, seed=a.seed)
     n = pipe.generate(image, samples, a.out, sampling)
@@ -69,12 +94,16 @@ def cmd_generate(a) -> None:
 
 
 def cmd_download(a) -> None:
-    from .download import DEFAULT_REPO, LICENSE, accepted, download
+    from .licence import LICENSE, accepted
     print(LICENSE)
     if not accepted(a.accept_license):
         raise FloatRTError("not downloading: accept the licence with --accept-license (or FLOAT_RT_ACCEPT_LICENSE=1)")
     dest = Path(a.dir) if a.dir else default_checkpoints()
-    download(a.repo or DEFAULT_REPO, a.revision, dest, load_config_arg(a.config).model, str(a.config))
+    cfg = load_config_arg(a.config)
+    if dest.exists() and not dest.is_dir():
+        raise FloatRTError(f"--dir {dest} exists and is not a folder")
+    from .download import DEFAULT_REPO, download
+    download(a.repo or DEFAULT_REPO, a.revision, dest, cfg.model, str(a.config))
     print(f"ready: {dest}" + ("" if a.dir else " (used when --checkpoints is left out)"))
 
 
@@ -89,6 +118,9 @@ def cmd_demo_weights(a) -> None:
 
 
 def cmd_reference(a) -> None:
+    case = Path(a.case_dir)
+    for name in ("config.json", "inputs.npz"):
+        readable_file(case / name, f"reference case file {name}")
     import numpy as np
 
     from .reference import compare, run_case
@@ -106,27 +138,29 @@ def cmd_reference(a) -> None:
 
 
 def cmd_convert(a) -> None:
+    checkpoints_arg(a.ckpt_dir)
     from .checkpoint import convert
     print(f"wrote {convert(a.ckpt_dir, a.out)}")
 
 
 def cmd_bench(a) -> None:
     import json
-
-    import torch
-
-    from .bench import run_bench, write_json
-    from .pipeline import FloatPipeline
     cfg = load_config_arg(a.config)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    ckpt = checkpoints_arg(a.checkpoints)
     official = None
     if a.official:
         try:
             official = json.loads(Path(a.official).read_text())
         except (OSError, ValueError) as exc:
             raise FloatRTError(f"cannot read {a.official}: {exc}") from exc
-    pipe = FloatPipeline.from_checkpoints(resolve_checkpoints(a.checkpoints), cfg, a.device)
+
+    import torch
+
+    from .bench import run_bench, write_json
+    from .pipeline import FloatPipeline
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    pipe = FloatPipeline.from_checkpoints(ckpt, cfg, a.device)
     res = run_bench(pipe, cfg, repeat=a.repeat, decode_frames=a.decode_frames, e2e_seconds=a.seconds,
                     official=official)
     if a.json:

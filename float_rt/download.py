@@ -26,15 +26,8 @@ from .errors import FloatRTError
 log = logging.getLogger(__name__)
 
 DEFAULT_REPO = "yuvraj108c/float"    # the mirror the ComfyUI FLOAT wrapper downloads from
-ACCEPT_ENV = "FLOAT_RT_ACCEPT_LICENSE"
 PARTIAL = ".partial"
 MANIFEST = ".download.json"          # path -> content id of every file finished here
-
-LICENSE = """FLOAT's weights (float.pth) are (c) DeepBrain AI and licensed CC BY-NC-ND 4.0:
-  non-commercial use only, no derivatives - https://creativecommons.org/licenses/by-nc-nd/4.0/
-The two wav2vec2 models are Apache-2.0 (facebook/wav2vec2-base-960h,
-  r-f/wav2vec-english-speech-emotion-recognition)."""
-
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -53,10 +46,6 @@ class Plan:
     repo: str
     revision: str           # the resolved commit
     files: list[RemoteFile]
-
-
-def accepted(flag: bool) -> bool:
-    return flag or os.environ.get(ACCEPT_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def choose_files(listing: list[str], where: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Where files live: the configs shipped inside the package, and the per-user cache.
 
-Configs are package data (the ``configs`` package), found through ``importlib.resources``
-so that a wheel or an index install works from any directory, not only a checkout.
+Configs are package data: the repository's ``configs/`` folder installs as ``float_rt.configs``
+(see pyproject.toml), found through ``importlib.resources`` so that a wheel or an index install
+works from any directory, not only a checkout.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def packaged_config(name: str) -> Path:
     """Path of a config shipped with the package (``small``, ``float-512``, ``stream``, ``server``)."""
     if name not in PACKAGED_CONFIGS:
         raise FileNotFoundError(f"no packaged config {name!r}; packaged: {', '.join(PACKAGED_CONFIGS)}")
-    return Path(str(resources.files("configs").joinpath(f"{name}.yaml")))
+    return Path(str(resources.files("float_rt.configs").joinpath(f"{name}.yaml")))
 
 
 def config_path(name_or_path: str | os.PathLike) -> Path:

@@ -12,7 +12,6 @@ import logging
 import mimetypes
 import os
 import signal
-import ssl
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,79 +20,21 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from float_rt.config import EMOTIONS, load_config
+from float_rt.config import EMOTIONS
 from float_rt.errors import FloatRTError
 from float_rt.media import load_image, preset_images
-from float_rt.resources import cache_dir, config_path, resolve_checkpoints
 from streaming.engine import Engine
 
 from . import protocol
 from .config import ServerConfig, packaged_page
 from .connection import Connection
-from .ice import configure_host_candidates, is_loopback
+from .ice import configure_host_candidates
+from .listen import listening_socket
+from .startup import banner, check_exposure, is_recipe, prepare, tls_context
 from .metrics import Metrics
 from .policy import AddressLimits, Limits, OriginPolicy, client_address, is_trusted
 
 log = logging.getLogger(__name__)
-
-DEMO_CONFIG = "small"
-
-
-def ensure_demo_weights(folder: Path | None = None) -> Path:
-    """Recipe weights of the small config, written once into the cache."""
-    from float_rt.recipe import write_recipe_checkpoints
-    folder = folder or cache_dir() / "demo-small"
-    if not (folder / "RECIPE_WEIGHTS.txt").is_file():
-        print(f"writing demo (recipe) weights of the small config to {folder} (first start only)")
-        write_recipe_checkpoints(load_config(config_path(DEMO_CONFIG)), folder)
-    return folder
-
-
-TOKEN_ENV = "FLOAT_RT_TOKEN"
-
-
-def resolve_token(cfg: ServerConfig) -> str | None:
-    """--token, else --token-file, else $FLOAT_RT_TOKEN (the last two keep it out of `ps`)."""
-    if cfg.token:
-        return cfg.token
-    if cfg.token_file:
-        try:
-            token = Path(cfg.token_file).read_text().strip()
-        except OSError as exc:
-            raise FloatRTError(f"cannot read the token file: {exc}") from exc
-        if not token:
-            raise FloatRTError(f"the token file {cfg.token_file} is empty")
-        return token
-    return os.environ.get(TOKEN_ENV) or None
-
-
-def check_exposure(cfg: ServerConfig) -> None:
-    """A server reachable from other machines must ask for a token, unless told otherwise."""
-    cfg.token = resolve_token(cfg)
-    if is_loopback(cfg.host) or cfg.token:
-        return
-    if not cfg.insecure_no_token:
-        raise FloatRTError(
-            f"refusing to serve {cfg.host} without a token: anyone who reaches it could use this machine's GPU\n"
-            f"set one with --token-file FILE or {TOKEN_ENV}=... (or --token T, visible in `ps`);\n"
-            "clients then add ?token=... to the page's address. --insecure-no-token serves it open anyway")
-    log.warning("SERVING %s WITH NO TOKEN (--insecure-no-token): anyone who reaches this port can start "
-                "avatar sessions", cfg.host)
-
-
-def prepare(cfg: ServerConfig) -> None:
-    """Everything that can refuse to start, before any model loads: exposure, TLS, weights."""
-    check_exposure(cfg)
-    tls_context(cfg)
-    if cfg.demo:
-        cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
-        cfg.config = DEMO_CONFIG
-    if not cfg.checkpoints:
-        try:
-            cfg.checkpoints = str(resolve_checkpoints(None))
-        except FloatRTError as exc:
-            raise FloatRTError(f"{exc}\nOr serve the embedded demo weights: float-rt serve --demo") from None
-
 
 class AvatarServer:
     def __init__(self, cfg: ServerConfig, engine: Engine):
@@ -279,10 +220,13 @@ class AvatarServer:
     async def close_connections(self) -> None:
         await asyncio.gather(*(c.close() for c in list(self.connections)), return_exceptions=True)
 
-    async def serve(self, ready: asyncio.Future | None = None, stop: asyncio.Event | None = None) -> None:
+    async def serve(self, ready: asyncio.Future | None = None, stop: asyncio.Event | None = None,
+                    sock=None) -> None:
+        """Serve until ``stop``; on ``sock`` when given (opened before the model loaded), else on the config's port."""
         self.engine.start()
+        where = {"sock": sock} if sock is not None else {"host": self.cfg.host, "port": self.cfg.port}
         try:
-            async with self.listen(self.cfg.host, self.cfg.port) as server:
+            async with self.listen(**where) as server:
                 port = server.sockets[0].getsockname()[1]
                 log.info("serving on %s://%s:%d/", self.scheme, self.cfg.host, port)
                 if ready is not None:
@@ -296,33 +240,9 @@ class AvatarServer:
             self.engine.stop()
 
 
-def is_recipe(cfg: ServerConfig) -> bool:
-    return cfg.checkpoints is not None and (Path(cfg.checkpoints) / "RECIPE_WEIGHTS.txt").is_file()
-
-
-def banner(cfg: ServerConfig, model: str, port: int, workers: int = 1) -> str:
-    tls = cfg.certfile is not None
-    where = f"{cfg.host}:{port}"
-    return (f"FLOAT-RT serving {model} on {'https' if tls else 'http'}://{where}/ "
-            f"(signalling at {'wss' if tls else 'ws'}://{where}/ws)"
-            + (f", {workers} worker processes" if workers > 1 else "")
-            + ("  [demo weights: output is noise, not a face]" if is_recipe(cfg) else ""))
-
-
 def _response(status: http.HTTPStatus, body: bytes, ctype: str) -> Response:
     headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
     return Response(status.value, status.phrase, headers, body)
-
-
-def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
-    if cfg.certfile is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        ctx.load_cert_chain(cfg.certfile, cfg.keyfile)
-    except (OSError, ssl.SSLError) as exc:
-        raise FloatRTError(f"cannot use the TLS certificate {cfg.certfile} / key {cfg.keyfile}: {exc}") from exc
-    return ctx
 
 
 def _set_video_bitrate(bps: int) -> None:
@@ -333,14 +253,21 @@ def _set_video_bitrate(bps: int) -> None:
         mod.MAX_BITRATE = max(mod.MAX_BITRATE, bps)
 
 
-def run(cfg: ServerConfig) -> None:
-    server = AvatarServer.create(cfg)
+def run(cfg: ServerConfig, sock=None) -> None:
+    """Serve until SIGINT/SIGTERM; on ``sock`` when the caller has opened the port already."""
+    # The port before the model: a busy one is one line at once, not a traceback 20 s later.
+    sock = sock or listening_socket(cfg.host, cfg.port)
+    try:
+        server = AvatarServer.create(cfg)
+    except BaseException:
+        sock.close()
+        raise
 
     async def main():
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await server.serve(stop=stop)
+        await server.serve(stop=stop, sock=sock)
 
     asyncio.run(main())

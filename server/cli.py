@@ -14,9 +14,9 @@ from float_rt.errors import FloatRTError
 
 
 def cmd_serve(a) -> None:
-    from .app import run
-    from .workers import run_workers
     from .config import load_server_config
+    from .listen import listening_socket
+    from .startup import check_exposure, check_weights, tls_context
     try:
         cfg = load_server_config(a.server_config, host=a.host, port=a.port, config=a.config,
                                  checkpoints=a.checkpoints, stream_config=a.stream_config, device=a.device,
@@ -31,7 +31,17 @@ def cmd_serve(a) -> None:
                                  workers=a.workers)
     except (OSError, ValueError) as exc:
         raise FloatRTError(str(exc)) from exc
-    run_workers(cfg) if cfg.workers > 1 else run(cfg)
+    # Every refusal comes first, in a moment: exposure, TLS, the weights' folder, the port.
+    check_exposure(cfg)
+    tls_context(cfg)
+    check_weights(cfg)
+    if cfg.workers > 1:
+        from .workers import run_workers
+        run_workers(cfg)
+        return
+    sock = listening_socket(cfg.host, cfg.port)
+    from .app import run
+    run(cfg, sock)
 
 
 def cmd_livekit_worker(a) -> None:

@@ -12,8 +12,8 @@ from float_rt.resources import config_path
 
 
 def packaged_page() -> Path:
-    """The demo page shipped as package data (``client_demo``: page, script, avatars)."""
-    return Path(str(resources.files("client_demo")))
+    """The demo page shipped as package data (the repository's ``client_demo/``, installed as ``server.page``)."""
+    return Path(str(resources.files("server.page")))
 
 
 @dataclass

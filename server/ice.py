@@ -6,9 +6,10 @@ addresses offered (process-wide: aioice has no per-connection option for it).
 """
 from __future__ import annotations
 
-import ipaddress
 
 import aioice.ice
+
+from .listen import is_loopback
 
 _original = aioice.ice.get_host_addresses
 
@@ -28,15 +29,6 @@ def use_host_addresses(addresses: list[str] | None, keep_default: bool = False) 
         return own + [a for a in pinned if a not in own and ((":" in a and use_ipv6) or (":" not in a and use_ipv4))]
 
     aioice.ice.get_host_addresses = host_addresses
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def configure_host_candidates(host: str, pinned: list[str] | None) -> list[str] | None:

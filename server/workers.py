@@ -31,8 +31,10 @@ from float_rt.config import load_config
 from float_rt.errors import FloatRTError
 from float_rt.resources import config_path
 
-from .app import AvatarServer, banner, check_exposure, prepare, tls_context
+from .app import AvatarServer
+from .startup import banner, check_exposure, prepare, tls_context
 from .config import ServerConfig
+from .listen import listening_socket
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -215,16 +217,6 @@ def worker_main(cfg: ServerConfig, index: int, n: int, sock: socket.socket, boar
     asyncio.run(main())
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        sock = socket.create_server((host, port), family=family, backlog=512)
-    except OSError as exc:
-        raise FloatRTError(f"cannot listen on {host}:{port}: {exc}") from exc
-    sock.set_inheritable(True)
-    return sock
-
-
 class Supervisor:
     """Starts the workers, restarts one that dies, stops them all on SIGINT/SIGTERM."""
 
@@ -237,7 +229,7 @@ class Supervisor:
         tls_context(cfg)
         self.cfg, self.n, self.make_server = cfg, n, make_server
         self.capacity = split_sessions(cfg.max_sessions, n)
-        self.sock = _listening_socket(cfg.host, cfg.port)
+        self.sock = listening_socket(cfg.host, cfg.port)
         self.port = self.sock.getsockname()[1]
         self.ctx = multiprocessing.get_context("spawn")
         self.board = Board(n, self.ctx)
@@ -323,8 +315,8 @@ class Supervisor:
 
 def run_workers(cfg: ServerConfig) -> None:
     n = cfg.workers
-    prepare(cfg)           # weights resolved (demo weights written) once, here
-    sup = Supervisor(cfg, n)
+    sup = Supervisor(cfg, n)   # refusals and the port first, before the demo weights are written
+    prepare(cfg)               # weights resolved (demo weights written) once, here
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sup.stopping.set())
     port = sup.start()

@@ -74,21 +74,67 @@ def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
+class Samples:
+    """A growable float32 sample store: append is O(chunk) amortised, forgetting the front O(1).
+
+    Clients push audio in chunks as small as one sample; a plain ``concatenate`` per chunk would
+    copy the whole queue each time (quadratic in what is queued).  The storage doubles when full
+    and is compacted only when the forgotten front outweighs what is kept.
+    """
+
+    def __init__(self):
+        self._data = np.zeros(0, np.float32)
+        self._lo = self._hi = 0
+
+    @property
+    def view(self) -> np.ndarray:
+        return self._data[self._lo:self._hi]
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def append(self, x: np.ndarray) -> None:
+        n = x.size
+        if not n:
+            return
+        if self._hi + n > self._data.size:
+            kept = self._hi - self._lo
+            data = np.empty(max(2 * (kept + n), 4096), np.float32)
+            data[:kept] = self._data[self._lo:self._hi]
+            self._data, self._lo, self._hi = data, 0, kept
+        self._data[self._hi:self._hi + n] = x
+        self._hi += n
+
+    def drop_front(self, n: int) -> None:
+        self._lo += min(n, len(self))
+        if self._lo > len(self) and self._lo > 65536:      # reclaim the memory of forgotten samples
+            self._data = self._data[self._lo:self._hi].copy()
+            self._lo, self._hi = 0, self._data.size
+
+    def keep_front(self, n: int) -> None:
+        self._hi = self._lo + max(0, min(n, len(self)))
+
+
 @dataclass
 class AudioInput:
     """16 kHz samples of one session, addressed by absolute sample index."""
     rate: int = 16000
     start: int = 0                                  # absolute index of buffer[0]
-    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    samples: Samples = field(default_factory=Samples)
     sanitised: int = 0                              # NaN/inf/clipped samples repaired
     _resampler: av.AudioResampler | None = None
     _in_rate: int | None = None
     _in_pos: int = 0                                # input samples fed at _in_rate (for pts gaps)
 
     @property
+    def buffer(self) -> np.ndarray:
+        """The buffered samples (a view: valid until the next change)."""
+        return self.samples.view
+
+    @property
     def end(self) -> int:
         """Absolute index one past the last buffered sample."""
-        return self.start + self.buffer.size
+        return self.start + len(self.samples)
 
     def _resample(self, x: np.ndarray | None, rate: int) -> np.ndarray:
         if rate == self.rate:
@@ -126,10 +172,9 @@ class AudioInput:
         self._in_pos += x.size
         if x.size:
             added.append(self._resample(x, sample_rate))
-        new = np.concatenate(added) if added else np.zeros(0, np.float32)
-        if new.size:
-            self.buffer = np.concatenate([self.buffer, new])
-        return new.size
+        for a in added:
+            self.samples.append(a)
+        return sum(a.size for a in added)
 
     def flush(self) -> int:
         """End of input: drain the resampler's delay line."""
@@ -137,12 +182,18 @@ class AudioInput:
             return 0
         tail = self._resample(None, self._in_rate)
         self._resampler = None
-        self.buffer = np.concatenate([self.buffer, tail])
+        self.samples.append(tail)
         return tail.size
 
     def append_silence(self, n: int) -> None:
         if n > 0:
-            self.buffer = np.concatenate([self.buffer, np.zeros(n, np.float32)])
+            self.samples.append(np.zeros(n, np.float32))
+
+    def append_repeat(self, n: int) -> None:
+        """``n`` copies of the last sample (silence when there is none)."""
+        if n > 0:
+            last = self.buffer[-1] if len(self.samples) else np.float32(0)
+            self.samples.append(np.full(n, last, np.float32))
 
     def read(self, a: int, b: int) -> np.ndarray:
         """Samples [a, b) by absolute index; positions outside the buffer read as silence."""
@@ -155,15 +206,15 @@ class AudioInput:
     def trim(self, keep_from: int) -> None:
         """Forget samples before absolute index ``keep_from``."""
         if keep_from > self.start:
-            cut = min(keep_from - self.start, self.buffer.size)
-            self.buffer = self.buffer[cut:].copy()
+            cut = min(keep_from - self.start, len(self.samples))
+            self.samples.drop_front(cut)
             self.start += cut
 
     def drop_after(self, pos: int) -> int:
         """Forget samples from absolute index ``pos`` on (barge-in); returns how many."""
         keep = max(0, pos - self.start)
-        dropped = max(0, self.buffer.size - keep)
-        self.buffer = self.buffer[:keep].copy()
+        dropped = max(0, len(self.samples) - keep)
+        self.samples.keep_front(keep)
         if pos < self.start:      # the timeline goes back to ``pos`` (nothing was kept before it)
             self.start = pos
         return dropped
@@ -250,10 +301,7 @@ class SessionAudio:
 
     def pad_to(self, pos: int) -> None:
         """End of input: repeat the last sample up to ``pos`` (the offline clip padding)."""
-        m = self.model
-        if m.end < pos:
-            last = m.buffer[-1:] if m.buffer.size else np.zeros(1, np.float32)
-            m.buffer = np.concatenate([m.buffer, np.repeat(last, pos - m.end)])
+        self.model.append_repeat(pos - self.model.end)
 
     def read(self, a: int, b: int) -> np.ndarray:
         return self.model.read(a, b)

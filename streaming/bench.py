@@ -24,7 +24,6 @@ from float_rt.sampler import emotion_condition, sample_motion
 
 from .engine import Engine, StepTimes
 
-SECTIONS = ("features", "nfe", "offline", "configs", "sessions", "latency")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

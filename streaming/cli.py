@@ -3,27 +3,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from float_rt.cli import (CONFIG_HELP, add_backend_args, add_checkpoints_arg, load_config_arg,
-                          with_backends)
+from float_rt.cli import (CONFIG_HELP, add_backend_args, add_checkpoints_arg, checkpoints_arg, load_config_arg,
+                          readable_file, with_backends)
 from float_rt.config import EMOTIONS
 from float_rt.errors import FloatRTError
-from float_rt.resources import DEFAULT_MODEL_CONFIG, config_path, resolve_checkpoints
+from float_rt.resources import DEFAULT_MODEL_CONFIG, config_path
 
 
 def engine_from_args(a):
+    """The engine the arguments describe; every argument and path is checked before the heavy imports."""
     from .config import load_stream_config
-    from .engine import Engine
     cfg = with_backends(load_config_arg(a.config), a)
+    readable_file(a.ref, "reference image (--ref)")
+    readable_file(a.audio, "audio file (--audio)")
     try:
         scfg = load_stream_config(config_path(a.stream_config), chunk_frames=a.chunk_frames,
                                   lookahead_ms=a.lookahead_ms, left_context_ms=a.left_context_ms, nfe=a.nfe)
     except (OSError, ValueError) as exc:
         raise FloatRTError(str(exc)) from exc
-    ckpt = resolve_checkpoints(a.checkpoints)
+    ckpt = checkpoints_arg(a.checkpoints)
+    from .engine import Engine
     return cfg, ckpt, Engine.from_checkpoints(ckpt, cfg, scfg, a.device)
 
 
 def cmd_stream(a) -> None:
+    cfg, _, engine = engine_from_args(a)
     import asyncio
 
     import numpy as np
@@ -32,7 +36,6 @@ def cmd_stream(a) -> None:
     from float_rt.media import load_audio, load_image, prepare_reference
 
     from .run import stream_file
-    cfg, _, engine = engine_from_args(a)
     image = prepare_reference(load_image(a.ref), cfg.model.input_size, crop=not a.no_crop)
     samples = load_audio(a.audio, cfg.model.sampling_rate)
     total = engine.model.num_frames(len(samples))
@@ -53,19 +56,20 @@ def cmd_stream(a) -> None:
 
 
 def cmd_bench_stream(a) -> None:
-    import torch
-
-    from float_rt.bench import write_json
-    from float_rt.media import load_audio, load_image, prepare_reference
-
-    from .bench import SECTIONS, StreamBench, run
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    from .config import SECTIONS
     sections = a.sections.split(",") if a.sections else list(SECTIONS)
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         raise FloatRTError(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     cfg, ckpt, engine = engine_from_args(a)
+    import torch
+
+    from float_rt.bench import write_json
+    from float_rt.media import load_audio, load_image, prepare_reference
+
+    from .bench import StreamBench, run
+    if a.threads:
+        torch.set_num_threads(a.threads)
     image = prepare_reference(load_image(a.ref), cfg.model.input_size, crop=not a.no_crop)
     samples = load_audio(a.audio, cfg.model.sampling_rate)
     print(f"bench-stream: {cfg.name} on {engine.device}, {len(samples) / cfg.model.sampling_rate:.2f} s of audio, "

@@ -300,6 +300,7 @@ class Engine:
                 return
             k = s.carry
             k.commit(x[:, :c], wa[:, :c])
+            s.in_flight += c          # delivered after decoding: until then the session is not done
             keep = max(s.options.left_frames, self.stream_cfg.emotion_window_ms * s.fps // 1000)
             # Output speech is kept back to the rewind floor: a barge-in may take those frames back.
             s.audio.trim(min((k.next_frame - int(keep)) * s.spf, k.norm_pos), max(0, k.rewind_floor) * s.spo)

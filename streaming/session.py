@@ -139,6 +139,7 @@ class Session:
         self.epoch = 0                               # bumped by interrupt(): in-flight results are void
         self._arrivals: collections.deque = collections.deque()   # (buffer end, wall time)
         self._out: collections.deque[Frame] = collections.deque()
+        self.in_flight = 0      # frames committed by the engine and not yet delivered (being decoded)
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -310,6 +311,7 @@ class Session:
     def deliver(self, frames: list[Frame], epoch: int) -> bool:
         """Engine hands over decoded frames; False if an interrupt made them void."""
         with self._lock:
+            self.in_flight = max(0, self.in_flight - len(frames))
             if self.closed or epoch != self.epoch:
                 return False
             self._out.extend(frames)
@@ -345,7 +347,8 @@ class Session:
     @property
     def done(self) -> bool:
         with self._lock:
-            return self.closed or (self.finished and not self._out)
+            # Finished means every frame is committed; the last ones may still be decoding.
+            return self.closed or (self.finished and not self._out and not self.in_flight)
 
     async def frames(self, realtime: bool = False) -> AsyncIterator[Frame]:
         """Decoded frames in order, each with its audio.

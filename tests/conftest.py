@@ -9,6 +9,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 SMALL = ROOT / "configs" / "small.yaml"
+# shared/reference/ditto (cases/tiny and the key manifests of the published files), copied as FLOAT's is.
+DITTO_REF = DATA / "reference" / "ditto"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -9,6 +9,7 @@ import sys
 import sysconfig
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,16 @@ def wheel_env(tmp_path_factory):
     path entry instead of a second multi-GB install; the project itself comes only from the wheel.
     """
     tmp = tmp_path_factory.mktemp("wheel")
+    # Built from a clean copy: a build/ folder left in the checkout would leak stale files into it.
+    src = tmp / "src"
+    for name in SOURCES:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy
+        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                         if (ROOT / name).is_dir() else {}))
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
-         str(ROOT)])
+         str(src)])
     wheel = next((tmp / "dist").glob("float_rt-*.whl"))
+    (tmp / "names").write_text("\n".join(zipfile.ZipFile(wheel).namelist()))
     venv = tmp / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     site = Path(run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]
@@ -47,18 +55,34 @@ def wheel_env(tmp_path_factory):
     return venv, site, elsewhere, env
 
 
+CODE = ("float_rt", "streaming", "server", "export")        # the import packages, and only these
+SOURCES = (*CODE, "configs", "client_demo", "pyproject.toml", "README.md")
+
+
+def test_wheel_installs_four_import_packages_and_every_module(wheel_env):
+    venv, site, _, _ = wheel_env
+    listed = (venv.parent / "names").read_text().split("\n")
+    top = {n.split("/")[0] for n in listed}
+    assert top == {*CODE, "float_rt-0.1.0.dist-info"}, top        # no `configs` or `client_demo` in site-packages
+    for package in CODE:                                           # every module of the checkout ships
+        for py in (ROOT / package).rglob("*.py"):
+            assert py.relative_to(ROOT).as_posix() in listed, f"{py.relative_to(ROOT)} is not in the wheel"
+    for rel in ("float_rt/configs/small.yaml", "server/page/index.html", "server/page/avatars/astronaut.jpg"):
+        assert rel in listed, rel
+
+
 def test_wheel_holds_the_package_data(wheel_env):
     venv, site, elsewhere, env = wheel_env
     r = run([str(venv / "bin" / "python"), "-c",
-             "import float_rt, server, client_demo, configs, json; from float_rt.resources import config_path;"
+             "import float_rt, server, json; from float_rt.resources import config_path;"
              "from server.config import packaged_page; "
              "print(json.dumps([float_rt.__file__, str(config_path('small')), str(packaged_page()), "
              "server.__file__]))"], cwd=elsewhere, env=env)
     paths = json.loads(r.stdout)
     assert all(p.startswith(str(site)) for p in paths), paths        # from the wheel, not the checkout
-    for rel in ("configs/float-512.yaml", "configs/small.yaml", "configs/stream.yaml", "configs/server.yaml",
-                "client_demo/index.html", "client_demo/app.js", "client_demo/avatars/astronaut.jpg",
-                "server/PROTOCOL.md"):
+    for rel in ("float_rt/configs/float-512.yaml", "float_rt/configs/small.yaml", "float_rt/configs/stream.yaml",
+                "float_rt/configs/server.yaml", "server/page/index.html", "server/page/app.js",
+                "server/page/avatars/astronaut.jpg", "server/PROTOCOL.md"):
         assert (site / rel).is_file(), rel
 
 

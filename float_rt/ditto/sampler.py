@@ -1,0 +1,34 @@
+"""One LMDM window: classifier-free guided DDIM from x_T to the clean motion window."""
+from __future__ import annotations
+
+import torch
+
+from .ddim import DDIMScheduler
+from .lmdm import AudioContext, MotionDecoder
+
+
+def guided_prediction(model: MotionDecoder, x: torch.Tensor, cond_frame: torch.Tensor, audio: AudioContext,
+                      t: torch.Tensor, weight: float) -> torch.Tensor:
+    """``unc + (cond - unc) * weight``.
+
+    The two predictions are separate batch-1 forwards, unconditional first, as the published
+    sampler runs them; batching them would change the float rounding, not the math.
+    """
+    unc = model(x, cond_frame, model.null_context(x.shape[0]), t)
+    cond = model(x, cond_frame, audio, t)
+    return unc + (cond - unc) * weight
+
+
+@torch.no_grad()
+def sample_window(model: MotionDecoder, scheduler: DDIMScheduler, cond_frame: torch.Tensor, cond: torch.Tensor,
+                  x_T: torch.Tensor, step_noises: torch.Tensor) -> torch.Tensor:
+    """(1, 265) conditioning frame, (1, L, 1103) condition, (1, L, 265) start noise,
+    (S-1, L, 265) step noises -> (1, L, 265) motion window."""
+    audio = model.audio_context(cond)   # fixed for the whole window
+    x = x_T
+    for k in range(len(scheduler.time_pairs)):
+        t = scheduler.timestep(k, x.shape[0], x.device)
+        x_start = guided_prediction(model, x, cond_frame, audio, t, scheduler.options.guidance_weight)
+        noise = step_noises[k].unsqueeze(0) if k < scheduler.num_noises else None
+        x = scheduler.step(x, x_start, k, noise)
+    return x

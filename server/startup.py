@@ -1,0 +1,119 @@
+"""What `float-rt serve` settles before any model loads: exposure and token, TLS, the weights.
+
+Nothing here imports torch, so a refusal (no token on a public address, an unreadable
+certificate, a wrong checkpoint folder) is one line within a moment of the command starting.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from pathlib import Path
+
+from float_rt.config import load_config
+from float_rt.errors import FloatRTError
+from float_rt.layout import check_layout
+from float_rt.resources import cache_dir, config_path, resolve_checkpoints
+
+from .config import ServerConfig
+from .listen import is_loopback
+
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG = "small"
+
+
+def ensure_demo_weights(folder: Path | None = None) -> Path:
+    """Recipe weights of the small config, written once into the cache."""
+    from float_rt.recipe import write_recipe_checkpoints
+    folder = folder or cache_dir() / "demo-small"
+    if not (folder / "RECIPE_WEIGHTS.txt").is_file():
+        print(f"writing demo (recipe) weights of the small config to {folder} (first start only)")
+        write_recipe_checkpoints(load_config(config_path(DEMO_CONFIG)), folder)
+    return folder
+
+
+TOKEN_ENV = "FLOAT_RT_TOKEN"
+
+
+def resolve_token(cfg: ServerConfig) -> str | None:
+    """--token, else --token-file, else $FLOAT_RT_TOKEN (the last two keep it out of `ps`)."""
+    if cfg.token:
+        return cfg.token
+    if cfg.token_file:
+        try:
+            token = Path(cfg.token_file).read_text().strip()
+        except OSError as exc:
+            raise FloatRTError(f"cannot read the token file: {exc}") from exc
+        if not token:
+            raise FloatRTError(f"the token file {cfg.token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def check_exposure(cfg: ServerConfig) -> None:
+    """A server reachable from other machines must ask for a token, unless told otherwise."""
+    cfg.token = resolve_token(cfg)
+    if is_loopback(cfg.host) or cfg.token:
+        return
+    if not cfg.insecure_no_token:
+        raise FloatRTError(
+            f"refusing to serve {cfg.host} without a token: anyone who reaches it could use this machine's GPU\n"
+            f"set one with --token-file FILE or {TOKEN_ENV}=... (or --token T, visible in `ps`);\n"
+            "clients then add ?token=... to the page's address. --insecure-no-token serves it open anyway")
+    log.warning("SERVING %s WITH NO TOKEN (--insecure-no-token): anyone who reaches this port can start "
+                "avatar sessions", cfg.host)
+
+
+def check_weights(cfg: ServerConfig) -> None:
+    """The model config and the checkpoint folder, by names alone (no demo weights written yet)."""
+    try:
+        load_config(config_path(DEMO_CONFIG if cfg.demo else cfg.config))
+    except (OSError, ValueError) as exc:
+        raise FloatRTError(str(exc)) from None
+    if cfg.demo:
+        return
+    if not cfg.checkpoints:
+        try:
+            resolve_checkpoints(None)
+        except FloatRTError as exc:
+            raise FloatRTError(f"{exc}\nOr serve the embedded demo weights: float-rt serve --demo") from None
+    check_layout(resolve_checkpoints(cfg.checkpoints))
+
+
+def prepare(cfg: ServerConfig) -> None:
+    """Everything that can refuse to start, before any model loads: exposure, TLS, weights."""
+    check_exposure(cfg)
+    tls_context(cfg)
+    check_weights(cfg)
+    if cfg.demo:
+        cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
+        cfg.config = DEMO_CONFIG
+    elif not cfg.checkpoints:
+        cfg.checkpoints = str(resolve_checkpoints(None))
+
+
+def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    if cfg.certfile is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cfg.certfile, cfg.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise FloatRTError(f"cannot use the TLS certificate {cfg.certfile} / key {cfg.keyfile}: {exc}") from exc
+    return ctx
+
+
+def is_recipe(cfg: ServerConfig) -> bool:
+    return cfg.checkpoints is not None and (Path(cfg.checkpoints) / "RECIPE_WEIGHTS.txt").is_file()
+
+
+def banner(cfg: ServerConfig, model: str, port: int, workers: int = 1) -> str:
+    tls = cfg.certfile is not None
+    where = f"{cfg.host}:{port}"
+    return (f"FLOAT-RT serving {model} on {'https' if tls else 'http'}://{where}/ "
+            f"(signalling at {'wss' if tls else 'ws'}://{where}/ws)"
+            + (f", {workers} worker processes" if workers > 1 else "")
+            + ("  [demo weights: output is noise, not a face]" if is_recipe(cfg) else ""))
+
+
