@@ -196,7 +196,8 @@ class AvatarClient:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def measure(url: str, speech: np.ndarray, tail: float = 2.0, token: str | None = None, **options) -> dict:
+async def measure(url: str, speech: np.ndarray, tail: float = 2.0, token: str | None = None,
+                  max_wait: float = 120.0, **options) -> dict:
     """Send ``speech`` (16 kHz mono float) in real time and measure what comes back.
 
     The server stamps each frame with its source frame index (``stamp``), so the client knows
@@ -220,6 +221,10 @@ async def measure(url: str, speech: np.ndarray, tail: float = 2.0, token: str | 
     client = AvatarClient(url, track, token=token, on_video=on_video, on_audio=on_audio, stamp=True, **options)
     await client.connect()
     await asyncio.sleep(len(speech) / RATE + tail + 0.5)
+    # A busy machine shows the reply later, not never: wait (bounded) for its last frame.
+    last, deadline = -(-len(speech) // spf) - 1, time.monotonic() + max_wait
+    while not any(v[2] >= last for v in video[-5:]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     await client.close()
     out = {"errors": client.errors, "stats": [m for m in client.messages if m["type"] == "stats"],
            "frames": len(video), "shapes": sorted({v[3] for v in video}),

@@ -77,6 +77,7 @@ class FloatConfig:
     # Per-stage backends (float_rt/backends.py:BackendConfig): torch, onnxruntime or tensorrt.
     backends: dict[str, Any] = field(default_factory=dict)
     name: str = "float"
+    family: str = "float"
 
 
 def build_dataclass(cls, data: dict | None, what: str | None = None, **overrides):
@@ -90,21 +91,34 @@ def build_dataclass(cls, data: dict | None, what: str | None = None, **overrides
     return cls(**data)
 
 
-def load_config(path: str | Path) -> FloatConfig:
+def load_config(path: str | Path):
+    """The model config of a YAML file, of the family its ``family:`` field names (default float)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     raw = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(raw) - {"model", "sampling", "audio_encoder", "emotion_encoder", "backends", "name"})
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not a config (a YAML mapping expected)")
+    from .family import family_named
+    try:
+        return family_named(raw.get("family", "float")).parse_config(raw, path.stem)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def float_config(raw: dict, name: str) -> FloatConfig:
+    """FLOAT's config from a parsed YAML mapping."""
+    unknown = sorted(set(raw) - {"model", "sampling", "audio_encoder", "emotion_encoder", "backends", "name",
+                                 "family"})
     if unknown:
-        raise ValueError(f"{path}: unknown section(s): {', '.join(unknown)}")
+        raise ValueError(f"unknown section(s): {', '.join(unknown)}")
     return FloatConfig(
         model=build_dataclass(ModelConfig, raw.get("model")),
         sampling=build_dataclass(SamplingConfig, raw.get("sampling")),
         audio_encoder=dict(raw.get("audio_encoder") or {}),
         emotion_encoder=dict(raw.get("emotion_encoder") or {}),
         backends=dict(raw.get("backends") or {}),
-        name=str(raw.get("name", path.stem)),
+        name=str(raw.get("name", name)),
     )
 
 

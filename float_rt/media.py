@@ -88,6 +88,69 @@ def crop_face(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(crop, (size, size), interpolation=_crop_interpolation(img))
 
 
+class SquareCrop:
+    """A square of a photo, scaled to ``size`` pixels: where a face crop came from, for paste-back."""
+
+    def __init__(self, x0: int, y0: int, side: int, size: int):
+        self.x0, self.y0, self.side, self.size = x0, y0, side, size
+
+    @classmethod
+    def around_face(cls, img: np.ndarray, scale: float, shift_x: float, shift_y: float, size: int) -> "SquareCrop":
+        """``scale`` times the face box's longer side, centred on the box moved by ``shift_*`` times that
+        square's side (negative y: up)."""
+        box = detect_face(img)
+        if box is None:
+            raise FloatRTError("no face found in the reference image; use a frontal portrait")
+        x1, y1, x2, y2 = box
+        side = max(x2 - x1, y2 - y1) * scale
+        cx, cy = (x1 + x2) / 2 + shift_x * side, (y1 + y2) / 2 + shift_y * side
+        return cls(int(round(cx - side / 2)), int(round(cy - side / 2)), max(1, int(round(side))), size)
+
+    def cut(self, img: np.ndarray) -> np.ndarray:
+        """The square (edge pixels repeated where it leaves the photo), resized to ``size``."""
+        h, w = img.shape[:2]
+        pad = max(0, -self.x0, -self.y0, self.x0 + self.side - w, self.y0 + self.side - h)
+        padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else img
+        region = padded[self.y0 + pad:self.y0 + pad + self.side, self.x0 + pad:self.x0 + pad + self.side]
+        interp = cv2.INTER_AREA if self.side > self.size else cv2.INTER_CUBIC
+        return cv2.resize(region, (self.size, self.size), interpolation=interp)
+
+    def to_photo(self, frame_size: int) -> np.ndarray:
+        """The 2x3 affine map from a (frame_size)^2 frame of the crop to photo pixels."""
+        k = self.side / frame_size
+        # pixel centres: photo x = x0 + (u + 0.5) * k - 0.5
+        return np.array([[k, 0, self.x0 + 0.5 * k - 0.5], [0, k, self.y0 + 0.5 * k - 0.5]], np.float64)
+
+
+def feather_mask(size: int, border: float = 0.04, ramp: float = 0.12) -> np.ndarray:
+    """(size, size) float32: 0 in the outer ``border`` of the square, rising linearly to 1 over ``ramp``
+    (fractions of the side), so that a pasted crop fades into the photo instead of showing its edge."""
+    c = (np.arange(size, dtype=np.float32) + 0.5) / size
+    edge = np.minimum(c, 1 - c)
+    d = np.minimum(edge[:, None], edge[None, :])
+    return np.clip((d - border) / ramp, 0, 1).astype(np.float32)
+
+
+class PasteBack:
+    """Frames of a face crop put back into the photo they came from, at the photo's size (even)."""
+
+    def __init__(self, photo: np.ndarray, crop: SquareCrop, frame_size: int):
+        h, w = photo.shape[:2]
+        self.h, self.w = h - h % 2, w - w % 2                      # H.264 with yuv420p wants even sizes
+        self.photo = photo[:self.h, :self.w].astype(np.float32)
+        self.affine, self.frame_size = crop.to_photo(frame_size), frame_size
+        mask = cv2.warpAffine(feather_mask(frame_size), self.affine, (self.w, self.h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        self.mask = mask[..., None]
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """RGB uint8 (S, S, 3) -> RGB uint8 (H, W, 3); outside the mask exactly the photo."""
+        warped = cv2.warpAffine(frame, self.affine, (self.w, self.h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+        out = self.mask * warped + (1 - self.mask) * self.photo
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def image_to_tensor(img: np.ndarray, size: int) -> torch.Tensor:
     """RGB uint8 -> (1, 3, size, size) float in [-1, 1]."""
     if img.shape[:2] != (size, size):
@@ -147,10 +210,10 @@ def load_audio(path: str | Path, sampling_rate: int = 16000) -> np.ndarray:
 class VideoWriter:
     """H.264 mp4 with AAC audio, frames written as they come (memory stays flat)."""
 
-    def __init__(self, path: str | Path, fps: float, size: int, audio: np.ndarray | None = None,
+    def __init__(self, path: str | Path, fps: float, size: int | tuple[int, int], audio: np.ndarray | None = None,
                  sampling_rate: int = 16000, crf: int = 18, with_audio: bool | None = None):
-        """``audio``: the whole track up front; or ``with_audio=True`` and pass each
-        frame's audio to ``write`` (streaming)."""
+        """``size``: side of square frames, or (width, height).  ``audio``: the whole track up
+        front; or ``with_audio=True`` and pass each frame's audio to ``write`` (streaming)."""
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +222,7 @@ class VideoWriter:
             raise FloatRTError(f"cannot write video {path}: {exc}") from exc
         self.fps = Fraction(fps).limit_denominator(1001)
         self.video = self.container.add_stream("libx264", rate=self.fps)
-        self.video.width = self.video.height = size
+        self.video.width, self.video.height = (size, size) if isinstance(size, int) else size
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": str(crf), "preset": "veryfast"}
         self.audio_data, self.sr, self.audio_pos = audio, sampling_rate, 0

@@ -130,11 +130,19 @@ async def measure(engine, image, seconds: float = 12.0, **avatar_options) -> dic
     while not tts.replies:
         await asyncio.sleep(0.05)
     await asyncio.sleep(len(tts.replies[0]) / RATE + 1.5)
+    # A busy machine plays the reply later, not never: wait (bounded) until all of it was sent on.
+    n_first = -(-len(tts.replies[0]) // SPO)
+    deadline = time.monotonic() + 120
+    while avatar.stats.audio_frames < n_first and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     n_first = avatar.stats.audio_frames
     await worker.queue_frame(TextFrame(REPLY_2))
     while len(tts.first_audio) < 2:
         await asyncio.sleep(0.05)
     await asyncio.sleep(2.0)
+    deadline = time.monotonic() + 120                  # mid-reply: some of it has played
+    while avatar.stats.audio_frames - n_first < 15 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     interrupted = time.monotonic()
     await worker.queue_frame(InterruptionFrame())
     await asyncio.sleep(max(0.0, seconds - 2.0 - (time.monotonic() - tts.first_audio[0])) + 1.5)
@@ -185,6 +193,7 @@ async def measure(engine, image, seconds: float = 12.0, **avatar_options) -> dic
     # Barge-in: the interruption -> the last speech audio frame the avatar sent on.
     after = [t for t in sent.audio_times if t > interrupted]
     res["barge_in_ms"] = float((max(after) - interrupted) * 1e3) if after else 0.0
+    res["speech_frames_after_interrupt"] = len(after)
     res["second_reply_frames_sent"] = avatar.stats.audio_frames - n_first
     st = avatar.session.stats
     res.update(session_duplicated=st.duplicated, session_dropped=st.dropped_late + st.dropped_backlog)

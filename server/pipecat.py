@@ -45,6 +45,7 @@ SESSION_OPTIONS = ("emotion", "a_cfg_scale", "e_cfg_scale", "nfe", "chunk_frames
 # timestamps running at 5/6 of real time (a reply drifts a second behind its audio in 6 s):
 # push images at 30 fps instead, and hold them back 40 ms to land with their sound (measured,
 # tests/netns/test_pipecat_e2e.py).  FloatAvatarService(engine, image, **SMALL_WEBRTC).
+DRAIN_STALL_S = 5.0      # a graceful end gives up on a reply that has shown no new frame for this long
 SMALL_WEBRTC = {"output_fps": 30, "video_delay_ms": 40}
 
 
@@ -132,10 +133,15 @@ class FloatAvatarService(AIService):
         if self.speech is not None:
             self.speech.end()
             s = self.session
-            queued = (s.audio.end - s.carry.next_frame * s.spf) / s.audio.rate
-            deadline = s.clock() + max(0.0, queued) + 2.0
-            while self.speech.speaking and not s.closed and s.clock() < deadline:
+            # Wait while the reply is still moving: a busy machine shows it late, not never; a
+            # stalled session (no frame for DRAIN_STALL_S) is given up.
+            def progress():     # new frames shown (repeats of the last one are not progress)
+                return s.stats.frames_out - s.stats.duplicated
+            last, shown = s.clock(), progress()
+            while self.speech.speaking and not s.closed and s.clock() - last < DRAIN_STALL_S:
                 await asyncio.sleep(0.04)
+                if progress() != shown:
+                    last, shown = s.clock(), progress()
         await self._close()
 
     async def cancel(self, frame: CancelFrame):

@@ -11,32 +11,29 @@ pipeline.py    the offline clip loop
 live.py        the same window step driven by a live feature stream (official online semantics)
 keys.py        our names -> published keys; loader.py loads lmdm_v0.4_hubert.pth
 recipe.py      deterministic recipe weights
+config.py      sizes, options and the family's model config (configs/ditto*.yaml)
+layout.py      the published folder, checked by names (no torch)
+source.py      the photo: face crop, source state, paste-back
+generate.py    the offline product pipeline (HuBERT -> LMDM -> renderer -> frames)
+family.py      the family seam's implementation (float_rt/family.py)
+reference.py   a reference case through the real loaders
+weights.py     demo (recipe) folder and the download's file choice and check
 """
-from .condition import SourceCondition, build_condition, emotion_vector
-from .config import LMDMSizes, SamplerOptions, WindowOptions
-from .ddim import DDIMScheduler
-from .live import LiveMotion
-from .lmdm import MotionDecoder
-from .loader import load_lmdm
-from .motion import pack_motion, unpack_motion
-from .pipeline import MotionNoise, offline_audio2motion
-from .windows import WindowCarry, advance
+from importlib import import_module
 
-__all__ = [
-           "DDIMScheduler",
-           "LMDMSizes",
-           "LiveMotion",
-           "MotionDecoder",
-           "MotionNoise",
-           "SamplerOptions",
-           "SourceCondition",
-           "WindowCarry",
-           "WindowOptions",
-           "advance",
-           "build_condition",
-           "emotion_vector",
-           "load_lmdm",
-           "offline_audio2motion",
-           "pack_motion",
-           "unpack_motion",
-]
+# Names resolve lazily (PEP 562) so that the config and the layout check load without torch.
+_EXPORTS = {
+    "DDIMScheduler": "ddim", "LMDMSizes": "config", "LiveMotion": "live", "MotionDecoder": "lmdm",
+    "MotionNoise": "pipeline", "SamplerOptions": "config", "SourceCondition": "condition",
+    "WindowCarry": "windows", "WindowOptions": "config", "advance": "windows",
+    "build_condition": "condition", "emotion_vector": "condition", "load_lmdm": "loader",
+    "offline_audio2motion": "pipeline", "pack_motion": "motion", "unpack_motion": "motion",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

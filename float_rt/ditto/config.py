@@ -54,3 +54,72 @@ class WindowOptions:
 
     def fuse_length(self, seq_len: int) -> int:
         return min(self.overlap, self.valid(seq_len)) if self.online else self.overlap
+
+
+# ---------------------------------------------------------------- the family's model config
+EMOTION_LABELS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise", "Contempt")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How the source photo is cropped and described.
+
+    The official crop is a square ``crop_scale`` times the face landmarks' box, its centre moved
+    by ``crop_vx``/``crop_vy`` times the crop side; we apply the same numbers to OpenCV's face box.
+    ``eye_open``/``eye_ball`` stand in for the MediaPipe eye measures the LMDM is conditioned on
+    (no landmark model ships with us): open eyes looking straight ahead.
+    """
+    crop_scale: float = 2.3
+    crop_vx: float = 0.0
+    crop_vy: float = -0.125
+    crop_size: int = 256           # what the extractors take
+    eye_open: tuple[float, ...] = (0.9, 0.9)
+    eye_ball: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@dataclass
+class DittoConfig:
+    """``configs/ditto*.yaml``: the renderer's and the LMDM's sizes and the offline options."""
+    renderer: "RendererSizes"
+    lmdm: LMDMSizes = PUBLISHED_SIZES
+    sampler: SamplerOptions = DEFAULT_SAMPLER
+    windows: WindowOptions = WindowOptions()
+    source: SourceOptions = SourceOptions()
+    emotion: str = "Neutral"
+    seed: int = 0
+    fps: float = 25.0
+    sampling_rate: int = 16000
+    name: str = "ditto"
+    family: str = "ditto"
+
+
+def ditto_config(raw: dict, name: str) -> DittoConfig:
+    """From a parsed YAML file; unknown sections or options are a ValueError naming them."""
+    from ..config import build_dataclass
+    from ..liveportrait.sizes import RendererSizes
+    sections = {"family", "name", "renderer", "lmdm", "sampler", "windows", "source", "generate"}
+    unknown = sorted(set(raw) - sections)
+    if unknown:
+        raise ValueError(f"unknown section(s) of a ditto config: {', '.join(unknown)}")
+    windows = dict(raw.get("windows") or {})
+    if windows.get("fix_cond_dims") is not None:
+        windows["fix_cond_dims"] = tuple(windows["fix_cond_dims"])
+    source = {k: tuple(v) if isinstance(v, list) else v for k, v in (raw.get("source") or {}).items()}
+    gen = build_dataclass(_Generate, raw.get("generate"), "generate")
+    if gen.emotion not in EMOTION_LABELS:
+        raise ValueError(f"generate.emotion {gen.emotion!r} is not one of {', '.join(EMOTION_LABELS)}")
+    return DittoConfig(renderer=RendererSizes.from_dict(raw.get("renderer") or {}),
+                       lmdm=build_dataclass(LMDMSizes, raw.get("lmdm"), "lmdm"),
+                       sampler=build_dataclass(SamplerOptions, raw.get("sampler"), "sampler"),
+                       windows=build_dataclass(WindowOptions, windows, "windows"),
+                       source=build_dataclass(SourceOptions, source, "source"),
+                       emotion=gen.emotion, seed=gen.seed, fps=gen.fps, sampling_rate=gen.sampling_rate,
+                       name=str(raw.get("name", name)))
+
+
+@dataclass(frozen=True)
+class _Generate:
+    emotion: str = "Neutral"
+    seed: int = 0
+    fps: float = 25.0
+    sampling_rate: int = 16000

@@ -61,7 +61,7 @@ class CDP:
         return r["result"].get("value")
 
 
-async def frames_decoded(cdp: CDP, timeout: float = 60.0) -> list[int]:
+async def frames_decoded(cdp: CDP, timeout: float = 300.0) -> list[int]:
     """The page's framesDecoded over time, until the video plays (or the time is up)."""
     seen = []
     end = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.request
 
-from helpers import ROOT, only_loopback
+from helpers import HANG_S, ROOT, only_loopback
 
 from float_rt.media import load_audio
 from server.ice import use_host_addresses
@@ -49,7 +49,7 @@ def test_loopback_listener_offers_loopback_candidates(small_ckpt, client_mod, sp
             c = client_mod.AvatarClient(f"ws://127.0.0.1:{port}/ws", client_mod.FileAudioTrack(speech),
                                         on_video=on_video)
             answer.update(await c.connect())
-            await asyncio.wait_for(got.wait(), 30)
+            await asyncio.wait_for(got.wait(), HANG_S)
             await c.close()
 
         asyncio.run(main())

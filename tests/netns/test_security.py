@@ -22,13 +22,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from float_rt.errors import FloatRTError
 from float_rt.media import load_audio
-from helpers import ROOT, SMALL, make_server
+from helpers import HANG_S, ROOT, SMALL, make_server
 from test_browser import CDP, devtools_page, frames_decoded, launch, require_chromium
 
 
 async def hello(url, **kw):
     ws = await websockets.connect(url, max_size=None, compression=None, **kw)
-    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    msg = json.loads(await asyncio.wait_for(ws.recv(), HANG_S))
     assert msg["type"] == "hello"
     return ws
 
@@ -48,7 +48,7 @@ async def offer(ws):
     pc.addTransceiver("audio", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
     await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp, "preset": "astronaut"}))
-    reply = json.loads(await asyncio.wait_for(ws.recv(), 20))
+    reply = json.loads(await asyncio.wait_for(ws.recv(), HANG_S))
     await pc.close()
     return reply
 
@@ -184,7 +184,7 @@ def test_tls_python_client_and_chromium(small_ckpt, client_mod, speech_wav, tmp_
                                         client_mod.FileAudioTrack(load_audio(speech_wav)[:16000]),
                                         on_video=on_video, ws_options={"ssl": trust})
             await c.connect()
-            await asyncio.wait_for(got.wait(), 30)
+            await asyncio.wait_for(got.wait(), HANG_S)
             await c.close()
 
         asyncio.run(python_client())
@@ -243,10 +243,10 @@ def test_handshake_rate_and_idle_websockets(small_ckpt):
         async def main():
             ws = await hello(srv.url)
             # Holding no session, it is closed after session_wait_s, with a reason.
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            msg = json.loads(await asyncio.wait_for(ws.recv(), HANG_S))
             assert msg["type"] == "error" and msg["code"] == "timeout"
             with pytest.raises(ConnectionClosed):
-                await asyncio.wait_for(ws.recv(), 10)
+                await asyncio.wait_for(ws.recv(), HANG_S)
             for _ in range(2):
                 (await hello(srv.url)).transport.abort()
             status, body = await refused(srv.url)                         # the 4th within a minute

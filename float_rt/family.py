@@ -1,0 +1,111 @@
+"""The seam between the product and a model family, and the lookup by a config's ``family:`` field.
+
+A family is a package beside the others (FLOAT: the modules at the top of ``float_rt``, adapted in
+``float_family.py``; Ditto: ``float_rt/ditto``).  Everything outside the family packages talks to a
+family only through ``Family``: no other code branches on the family's name.
+
+Module-level imports stay light (no torch): the commands look a family up before their heavy
+imports, to check the user's input first.
+"""
+from __future__ import annotations
+
+import argparse
+from importlib import import_module
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import FloatRTError
+
+DEFAULT_FAMILY = "float"
+# name -> "module:attribute" of the family object, imported when first asked for.
+FAMILIES = {"float": "float_rt.float_family:FAMILY", "ditto": "float_rt.ditto.family:FAMILY"}
+
+
+class Family(Protocol):
+    """What a model family provides.  ``model`` and ``reference`` are the family's own objects."""
+
+    name: str
+    emotions: tuple[str, ...]        # the labels ``--emo`` may name (compared case-insensitively)
+    generate_options: frozenset[str]  # the family's own options of ``generate`` (argparse dests)
+    default_repo: str                # Hugging Face repo of the published files
+    licence: str                     # printed by ``download``
+    licence_needs_acceptance: bool   # download refuses without --accept-license
+
+    # ---- configs and files (no torch)
+    def parse_config(self, raw: dict, name: str) -> Any:
+        """The family's config dataclass from a parsed ``configs/*.yaml``; ValueError names what is wrong."""
+
+    def default_checkpoints(self) -> Path:
+        """Where ``download`` puts the published files (used when --checkpoints is left out)."""
+
+    def check_layout(self, folder: Path) -> Path:
+        """Every file the loader opens is there, by names only; CheckpointError says what is missing."""
+
+    # ---- the model
+    def load(self, cfg: Any, checkpoints: Path, device: str | None) -> Any:
+        """The model, exact to the published files (key and shape check)."""
+
+    def encode_reference(self, model: Any, image: np.ndarray, options: argparse.Namespace) -> Any:
+        """Everything about one photo (RGB uint8) a clip or session needs."""
+
+    def audio_features(self, model: Any, samples: np.ndarray) -> Any:
+        """Features of 16 kHz mono speech, at the video rate."""
+
+    def new_carry(self, model: Any, reference: Any, options: argparse.Namespace) -> Any:
+        """The state one stream of windows starts from (a dataclass of tensors)."""
+
+    def window(self, model: Any, reference: Any, carry: Any, features: Any) -> tuple[Any, Any]:
+        """One window of motion for ``features``: (committed motion, next carry)."""
+
+    def render(self, model: Any, reference: Any, motion: Any) -> np.ndarray:
+        """Frames (n, H, W, 3) uint8 for motion rows."""
+
+    # ---- commands
+    def generate(self, cfg: Any, checkpoints: Path, args: argparse.Namespace) -> int:
+        """The official offline computation into ``args.out`` (mp4 with the speech); returns frames written."""
+
+    def write_demo_weights(self, cfg: Any, out: Path) -> Path:
+        """Recipe weights in the published layout."""
+
+    def download(self, repo: str, revision: str | None, dest: Path, cfg: Any, cfg_name: str) -> Path:
+        """Fetch the published files the family needs and check them with the loader."""
+
+    def recognises_case(self, raw: dict) -> bool:
+        """Whether a reference case's ``config.json`` belongs to this family."""
+
+    def run_case(self, case_dir: Path) -> dict[str, np.ndarray]:
+        """Every key of the case's ``expected.npz``, computed through the real loaders."""
+
+
+def family_named(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})")
+    module, _, attr = FAMILIES[name].partition(":")
+    return getattr(import_module(module), attr)
+
+
+def family_of(cfg: Any) -> Family:
+    """The family of a loaded model config (configs without a ``family`` field are FLOAT's)."""
+    return family_named(getattr(cfg, "family", DEFAULT_FAMILY))
+
+
+def family_of_case(raw: dict, where: str) -> Family:
+    """The family a reference case's ``config.json`` belongs to."""
+    for name in FAMILIES:
+        fam = family_named(name)
+        if fam.recognises_case(raw):
+            return fam
+    raise FloatRTError(f"{where}: not a reference case of any known family ({', '.join(FAMILIES)})")
+
+
+def check_generate_options(fam: Family, args: argparse.Namespace, shared: frozenset[str]) -> None:
+    """Options of another family are an error; so is an emotion the family does not have."""
+    for dest, value in vars(args).items():
+        if dest in shared or dest in fam.generate_options or value in (None, False):
+            continue
+        raise FloatRTError(f"--{dest.replace('_', '-')} is not an option of the {fam.name} family")
+    emo = getattr(args, "emo", None)
+    if emo is not None and emo.lower() not in (e.lower() for e in fam.emotions):
+        raise FloatRTError(f"unknown emotion {emo!r} for the {fam.name} family; choose from {', '.join(fam.emotions)}")

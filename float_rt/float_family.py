@@ -1,0 +1,136 @@
+"""FLOAT as a family (float_rt/family.py): an adapter over the modules at the top of ``float_rt``."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import EMOTIONS
+from .errors import FloatRTError
+from .resources import default_checkpoints
+
+
+@dataclass
+class FloatCarry:
+    """What one stream of FLOAT windows carries: the last latents and their audio features."""
+    prev_x: Any       # (1, P, dim_w)
+    prev_wa: Any      # (1, P, dim_a)
+    we: Any           # (1, 1, dim_e) emotion condition
+    noise: Any        # sampler.WindowNoise
+    sampling: Any     # config.SamplingConfig
+
+
+class FloatFamily:
+    name = "float"
+    emotions = EMOTIONS
+    generate_options = frozenset({"a_cfg_scale", "e_cfg_scale", "nfe", "no_crop", "decode_batch", "engines",
+                                  "backend"})
+    default_repo = "yuvraj108c/float"    # the mirror the ComfyUI FLOAT wrapper downloads from
+    licence_needs_acceptance = True
+
+    @property
+    def licence(self) -> str:
+        from .licence import LICENSE
+        return LICENSE
+
+    # ---- configs and files
+    def parse_config(self, raw: dict, name: str):
+        from .config import float_config
+        return float_config(raw, name)
+
+    def default_checkpoints(self) -> Path:
+        return default_checkpoints()
+
+    def check_layout(self, folder: Path) -> Path:
+        from .layout import check_layout
+        return check_layout(folder)
+
+    # ---- the model
+    def load(self, cfg, checkpoints: Path, device: str | None, **kw):
+        from .pipeline import FloatPipeline
+        return FloatPipeline.from_checkpoints(checkpoints, cfg, device, **kw)
+
+    def encode_reference(self, model, image: np.ndarray, options: argparse.Namespace):
+        from .media import prepare_reference
+        crop = not getattr(options, "no_crop", False)
+        return model.encode_reference(prepare_reference(image, model.cfg.model.input_size, crop=crop))
+
+    def audio_features(self, model, samples: np.ndarray):
+        return model.model.encode_audio(model.input_values(samples))
+
+    def _sampling(self, model, options: argparse.Namespace):
+        from .pipeline import sampling_with
+        return sampling_with(model.cfg.sampling, emotion=getattr(options, "emo", None),
+                             a_cfg_scale=getattr(options, "a_cfg_scale", None),
+                             e_cfg_scale=getattr(options, "e_cfg_scale", None),
+                             nfe=getattr(options, "nfe", None), seed=getattr(options, "seed", None))
+
+    def new_carry(self, model, reference, options: argparse.Namespace) -> FloatCarry:
+        import torch
+
+        from .sampler import WindowNoise, emotion_condition
+        m, sampling = model.cfg.model, self._sampling(model, options)
+        if sampling.emotion is None:
+            raise FloatRTError("a FLOAT window stream needs a fixed emotion (--emo)")
+        we = emotion_condition(sampling.emotion, None, m.dim_e, model.model.labels).to(model.device)
+        zeros = torch.zeros
+        return FloatCarry(zeros(1, m.num_prev_frames, m.dim_w, device=model.device),
+                          zeros(1, m.num_prev_frames, m.dim_a, device=model.device), we,
+                          WindowNoise((1, m.num_frames, m.dim_w), sampling.seed, sampling.fix_noise_seed,
+                                      model.device), sampling)
+
+    def window(self, model, reference, carry: FloatCarry, features):
+        """``features`` (1, n <= num_frames, dim_a): the window is replicate-padded as offline."""
+        import torch
+
+        from .sampler import Conditions, Guidance, pad_frames, sample_window, time_grid
+        m = model.cfg.model
+        wa = pad_frames(features, m.num_frames)
+        with torch.no_grad():
+            x = sample_window(model.model.fmt, carry.noise.next(),
+                              Conditions(wa, reference.r_s, carry.we, carry.prev_x, carry.prev_wa),
+                              Guidance.from_config(carry.sampling), time_grid(carry.sampling.nfe, wa.device))
+        p = m.num_prev_frames
+        return x[:, :features.shape[1]], replace(carry, prev_x=x[:, -p:], prev_wa=wa[:, -p:])
+
+    def render(self, model, reference, motion) -> np.ndarray:
+        import torch
+
+        from .media import frames_to_uint8
+        with torch.no_grad():
+            return frames_to_uint8(model.model.motion.decode(reference.s_r, motion, reference.feats))
+
+    # ---- commands
+    def generate(self, cfg, checkpoints: Path, args: argparse.Namespace) -> int:
+        from .cli import with_backends
+        cfg = with_backends(cfg, args)
+
+        from .media import load_audio, load_image, prepare_reference
+        img = load_image(args.ref)
+        samples = load_audio(args.audio, cfg.model.sampling_rate)
+        image = prepare_reference(img, cfg.model.input_size, crop=not args.no_crop)
+        pipe = self.load(cfg, checkpoints, args.device, decode_batch=args.decode_batch or 8)
+        return pipe.generate(image, samples, args.out, self._sampling(pipe, args))
+
+    def write_demo_weights(self, cfg, out: Path) -> Path:
+        from tqdm.auto import tqdm
+
+        from .recipe import write_recipe_checkpoints
+        return write_recipe_checkpoints(cfg, out, progress=lambda it: tqdm(it, desc="writing", unit="file"))
+
+    def download(self, repo: str, revision: str | None, dest: Path, cfg, cfg_name: str) -> Path:
+        from .download import download
+        return download(repo, revision, dest, cfg.model, cfg_name)
+
+    def recognises_case(self, raw: dict) -> bool:
+        return "float" in raw
+
+    def run_case(self, case_dir: Path) -> dict[str, np.ndarray]:
+        from .reference import run_case
+        return run_case(case_dir)
+
+
+FAMILY = FloatFamily()
