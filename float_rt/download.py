@@ -93,8 +93,9 @@ def _hub_error(exc: Exception, repo: str, revision: str) -> FloatRTError:
                         "(check the network, or set HF_ENDPOINT to a mirror; run again to resume)")
 
 
-def plan(repo: str, revision: str | None) -> Plan:
-    """List the repo at ``revision`` (resolved to its commit) and choose the files to fetch."""
+def plan(repo: str, revision: str | None, choose=choose_files) -> Plan:
+    """List the repo at ``revision`` (resolved to its commit) and choose the files to fetch
+    (``choose(listing, where)``: the family's file choice, FLOAT's by default)."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
     revision = revision or "main"
@@ -105,7 +106,7 @@ def plan(repo: str, revision: str | None) -> Plan:
     except Exception as exc:  # noqa: BLE001 - every hub or network failure becomes one clear line
         raise _hub_error(exc, repo, revision) from exc
     by_path = {f.path: f for f in tree}
-    chosen = choose_files(list(by_path), f"{repo}@{revision}")
+    chosen = choose(list(by_path), f"{repo}@{revision}")
     files = [RemoteFile(p, by_path[p].size, by_path[p].lfs.sha256 if by_path[p].lfs else None, by_path[p].blob_id)
              for p in chosen]
     return Plan(repo, sha, files)
@@ -187,12 +188,18 @@ def describe(cfg_name: str, folder: Path, report: LoadReport) -> list[str]:
     return lines
 
 
-def download(repo: str, revision: str | None, dest: Path, cfg: ModelConfig, cfg_name: str,
-             log_line=print) -> Path:
-    p = plan(repo, revision)
+def fetch_chosen(repo: str, revision: str | None, dest: Path, choose=choose_files, log_line=print) -> Plan:
+    """Plan and fetch (resumable, hash-checked) the files ``choose`` picks from the repo."""
+    p = plan(repo, revision, choose)
     total = sum(f.size for f in p.files)
     log_line(f"{p.repo}@{p.revision[:12]}: {len(p.files)} files, {total / 2**20:,.0f} MiB -> {dest}")
     fetch(p, dest, log_line)
+    return p
+
+
+def download(repo: str, revision: str | None, dest: Path, cfg: ModelConfig, cfg_name: str,
+             log_line=print) -> Path:
+    fetch_chosen(repo, revision, dest, choose_files, log_line)
     report = check_folder(cfg, dest)
     log_line(f"checked {dest} against {cfg_name} with the loader's key and shape check:")
     for line in describe(cfg_name, dest, report):

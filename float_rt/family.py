@@ -29,9 +29,11 @@ class Family(Protocol):
     name: str
     emotions: tuple[str, ...]        # the labels ``--emo`` may name (compared case-insensitively)
     generate_options: frozenset[str]  # the family's own options of ``generate`` (argparse dests)
+    commands: frozenset[str]         # commands it supports ("engine": the live engine, stream, serve, export)
     default_repo: str                # Hugging Face repo of the published files
     licence: str                     # printed by ``download``
     licence_needs_acceptance: bool   # download refuses without --accept-license
+    no_checkpoints: str              # the message when no folder is given or downloaded ({default}: where)
 
     # ---- configs and files (no torch)
     def parse_config(self, raw: dict, name: str) -> Any:
@@ -89,6 +91,13 @@ def family_named(name: str) -> Family:
 def family_of(cfg: Any) -> Family:
     """The family of a loaded model config (configs without a ``family`` field are FLOAT's)."""
     return family_named(getattr(cfg, "family", DEFAULT_FAMILY))
+
+
+def require(fam: Family, command: str) -> Family:
+    if command not in fam.commands:
+        raise FloatRTError(f"the {fam.name} family does not support `{command}` yet "
+                           f"(it supports: {', '.join(sorted(fam.commands))})")
+    return fam
 
 
 def family_of_case(raw: dict, where: str) -> Family:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .config import EMOTIONS
 from .errors import FloatRTError
-from .resources import default_checkpoints
+from .resources import NO_CHECKPOINTS, default_checkpoints
 
 
 @dataclass
@@ -28,8 +28,10 @@ class FloatFamily:
     emotions = EMOTIONS
     generate_options = frozenset({"a_cfg_scale", "e_cfg_scale", "nfe", "no_crop", "decode_batch", "engines",
                                   "backend"})
+    commands = frozenset({"generate", "download", "demo-weights", "reference", "convert", "bench", "engine"})
     default_repo = "yuvraj108c/float"    # the mirror the ComfyUI FLOAT wrapper downloads from
     licence_needs_acceptance = True
+    no_checkpoints = NO_CHECKPOINTS
 
     @property
     def licence(self) -> str:

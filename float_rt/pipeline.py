@@ -14,22 +14,13 @@ from tqdm.auto import tqdm
 from .backends import BackendConfig, apply_backends
 from .checkpoint import AUDIO_DIR, feature_extractor, load_model
 from .config import EMOTIONS, FloatConfig, SamplingConfig
+from .device import resolve_device  # noqa: F401 - also imported from here
 from .errors import FloatRTError
 from .media import VideoWriter, check_audio, frames_to_uint8
 from .model import FloatModel
 from .sampler import emotion_condition, sample_motion
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str | None) -> torch.device:
-    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FloatRTError(f"device {name!r} requested but CUDA is not available here (use --device cpu)")
-    if device.type not in ("cpu", "cuda"):
-        raise FloatRTError(f"unsupported device {name!r} (cpu or cuda[:N])")
-    return device
 
 
 def load_with_backends(cfg: FloatConfig, ckpt_dir: str | Path, device: torch.device) -> FloatModel:

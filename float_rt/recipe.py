@@ -72,7 +72,15 @@ def write_recipe_checkpoints(cfg: FloatConfig, out_dir: str | Path, progress=Non
         # The published emotion folder ships pytorch_model.bin only; keep that path exercised.
         write_hf_folder(out_dir / sub, state, audio_cfg if which == "audio" else emotion_cfg, prep,
                         "safetensors" if which == "audio" else "bin")
-    (out_dir / "RECIPE_WEIGHTS.txt").write_text(
+    write_recipe_marker(out_dir)
+    return out_dir
+
+
+RECIPE_MARKER = "RECIPE_WEIGHTS.txt"
+
+
+def write_recipe_marker(out_dir: Path) -> None:
+    """The file that tells loaders (and people) a folder holds recipe weights."""
+    (Path(out_dir) / RECIPE_MARKER).write_text(
         "Deterministic recipe weights written by `float-rt demo-weights`: output is noise, "
         "not a face. Replace with the published checkpoints for real results.\n")
-    return out_dir

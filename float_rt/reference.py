@@ -86,13 +86,15 @@ def run_case(case_dir: str | Path, expected_keys: list[str] | None = None,
     return out
 
 
-def compare(ours: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, tuple[float, float, bool]]:
-    """Per key: (relative error, tolerance, passed)."""
+def compare(ours: dict[str, np.ndarray], expected: dict[str, np.ndarray],
+            tolerances: dict[str, float] | None = None) -> dict[str, tuple[float, float, bool]]:
+    """Per key: (relative error, tolerance, passed).  ``tolerances``: a case's own table
+    (``tolerances.json``, with a ``default``), else FLOAT's."""
     result = {}
     for key in expected:
         if key == "frame_index":
             continue
         err = relative_error(ours[key], expected[key]) if key in ours else float("inf")
-        tol = tolerance(key)
+        tol = tolerances.get(key, tolerances.get("default", DEFAULT_TOLERANCE)) if tolerances else tolerance(key)
         result[key] = (err, tol, bool(err <= tol))
     return result

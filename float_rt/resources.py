@@ -12,12 +12,12 @@ from pathlib import Path
 
 from .errors import FloatRTError
 
-PACKAGED_CONFIGS = ("float-512", "small", "stream", "server")
+PACKAGED_CONFIGS = ("float-512", "small", "stream", "server", "ditto", "ditto-tiny")
 DEFAULT_MODEL_CONFIG = "float-512"
 
 
 def packaged_config(name: str) -> Path:
-    """Path of a config shipped with the package (``small``, ``float-512``, ``stream``, ``server``)."""
+    """Path of a config shipped with the package (see ``PACKAGED_CONFIGS``)."""
     if name not in PACKAGED_CONFIGS:
         raise FileNotFoundError(f"no packaged config {name!r}; packaged: {', '.join(PACKAGED_CONFIGS)}")
     return Path(str(resources.files("float_rt.configs").joinpath(f"{name}.yaml")))
@@ -53,11 +53,13 @@ which puts them in {default}, used from then on when --checkpoints is left out.
 For stand-in weights that need no download (output is noise): float-rt demo-weights --config small --out DIR"""
 
 
-def resolve_checkpoints(given: str | os.PathLike | None) -> Path:
-    """The ``--checkpoints`` folder, or the downloaded one in the cache when none is given."""
+def resolve_checkpoints(given: str | os.PathLike | None, folder: Path | None = None,
+                        missing: str | None = None) -> Path:
+    """The ``--checkpoints`` folder, or the downloaded one in the cache (``folder``, FLOAT's by
+    default) when none is given; ``missing`` is the message when there is none ({default}: the folder)."""
     if given is not None:
         return Path(given)
-    folder = default_checkpoints()
+    folder = folder or default_checkpoints()
     if folder.is_dir():
         return folder
-    raise FloatRTError(NO_CHECKPOINTS.format(default=folder))
+    raise FloatRTError((missing or NO_CHECKPOINTS).format(default=folder))

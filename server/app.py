@@ -12,6 +12,7 @@ import logging
 import mimetypes
 import os
 import signal
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,7 +33,9 @@ from .ice import configure_host_candidates
 from .listen import listening_socket
 from .startup import banner, check_exposure, is_recipe, prepare, tls_context
 from .metrics import Metrics
-from .policy import AddressLimits, Limits, OriginPolicy, client_address, is_trusted
+from .listen import is_loopback
+from .policy import AddressLimits, HostPolicy, Limits, OriginPolicy, client_address, is_trusted
+from .upload import decode_upload
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,11 @@ class AvatarServer:
         self.limits = AddressLimits(Limits(cfg.max_connections_per_ip, cfg.max_sessions_per_ip,
                                            cfg.handshakes_per_minute))
         self.ssl = tls_context(cfg)
+        # Names this server answers to (DNS rebinding): loopback ones, listed ones, the allowed origins'.
+        self.hosts = HostPolicy(is_loopback(cfg.host),
+                                [*cfg.allowed_hosts, *(urlsplit(o).netloc for o in cfg.allowed_origins if o != "*")])
+        self._decodes = asyncio.Semaphore(cfg.image_decodes)
+        self._bad_log = BadRequestLog()
         self._client_ips: dict[ServerConnection, str] = {}
         self.peers = None       # a --workers server: this worker's view of the others (server/workers.py)
 
@@ -99,6 +107,11 @@ class AvatarServer:
         if name not in files:
             raise protocol.ProtocolError("bad_preset", f"unknown preset {name!r}; available: {', '.join(sorted(files))}")
         return load_image(files[name])
+
+    async def decode_upload(self, data: bytes) -> np.ndarray:
+        """An avatar upload: header checked at once, then decoded, ``image_decodes`` at a time."""
+        async with self._decodes:
+            return await asyncio.to_thread(decode_upload, data, self.cfg.max_image_pixels)
 
     def hello(self) -> dict:
         m = self.engine.cfg
@@ -164,9 +177,21 @@ class AvatarServer:
         return _response(status, (why + "\n").encode(), "text/plain")
 
     def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        try:
+            return self._route(conn, request)
+        except Exception as exc:  # noqa: BLE001 - a request we cannot make sense of is the client's problem
+            self.metrics.bad_requests += 1
+            self._bad_log.note(f"{type(exc).__name__}: {exc}", request.path)
+            return _response(http.HTTPStatus.BAD_REQUEST, b"bad request\n", "text/plain")
+
+    def _route(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
+        ip, host, scheme = self._peer(conn, request)
+        if not is_trusted(conn.remote_address[0] if conn.remote_address else "?", self.cfg.trusted_proxies):
+            why = self.hosts.refuse(host)
+            if why:
+                return self._refuse(http.HTTPStatus.FORBIDDEN, "host", why)
         if path == "/ws":
-            ip, host, scheme = self._peer(conn, request)
             why = self.limits.refuse_rate(ip)
             if why:
                 return self._refuse(http.HTTPStatus.TOO_MANY_REQUESTS, "rate", why)
@@ -182,11 +207,19 @@ class AvatarServer:
             asyncio.ensure_future(self._count_until_closed(conn, ip))
             return None  # go on with the websocket handshake
         if path == "/healthz":
-            body = {"status": "ok", **self.status(), "model": self.engine.cfg.name, "demo_weights": self.demo_weights}
+            st = self.status()
+            if is_loopback(self.cfg.host) or (self.cfg.token and self._authorised(request)):
+                body = {"status": "ok", **st, "model": self.engine.cfg.name, "demo_weights": self.demo_weights}
+            else:       # reachable from other machines: no process ids or per-worker load to strangers
+                body = {"status": "ok", "sessions": st["sessions"], "max_sessions": st["max_sessions"]}
             return _response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
         if path == "/metrics":
             if not self._authorised(request):
-                return _response(http.HTTPStatus.UNAUTHORIZED, b"missing or wrong token\n", "text/plain")
+                # Wrong guesses are limited and counted as the websocket's are.
+                why = self.limits.refuse_rate(ip)
+                if why:
+                    return self._refuse(http.HTTPStatus.TOO_MANY_REQUESTS, "rate", why)
+                return self._refuse(http.HTTPStatus.UNAUTHORIZED, "token", "missing or wrong token")
             return _response(http.HTTPStatus.OK, self.metrics_text().encode(), "text/plain; version=0.0.4")
         return self._static(path)
 
@@ -199,8 +232,12 @@ class AvatarServer:
 
     def _static(self, path: str) -> Response:
         rel = "index.html" if path in ("", "/") else path.lstrip("/")
-        target = (self.static / rel).resolve()
-        if self.static not in target.parents or not target.is_file() or target.suffix == ".py":
+        try:
+            target = (self.static / rel).resolve()
+            found = self.static in target.parents and target.is_file() and target.suffix != ".py"
+        except (OSError, ValueError):      # a NUL byte, a name too long: nothing the page holds
+            found = False
+        if not found:
             return _response(http.HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
         ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         return _response(http.HTTPStatus.OK, target.read_bytes(), ctype)
@@ -238,6 +275,22 @@ class AvatarServer:
                 await self.close_connections()
         finally:
             self.engine.stop()
+
+
+class BadRequestLog:
+    """One log line a minute at most about malformed requests, however many come: a flood of them
+    must not flood the log."""
+
+    def __init__(self, every_s: float = 60.0):
+        self.every_s, self.count, self.last_line = every_s, 0, float("-inf")
+
+    def note(self, what: str, path: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last_line >= self.every_s:
+            log.warning("%d malformed request(s) answered 400 in the last %.0f s (latest: %s for %r)",
+                        self.count, min(self.every_s, now - self.last_line), what, path[:80])
+            self.count, self.last_line = 0, now
 
 
 def _response(status: http.HTTPStatus, body: bytes, ctype: str) -> Response:

@@ -6,6 +6,7 @@ their own subcommands; this module adds the transports (``serve``, ``livekit-wor
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def cmd_serve(a) -> None:
                                  max_sessions=a.max_sessions, token=a.token or None, token_file=a.token_file,
                                  insecure_no_token=a.insecure_no_token or None,
                                  allowed_origins=a.allowed_origin or None, trusted_proxies=a.trusted_proxy or None,
+                                 allowed_hosts=a.allowed_host or None,
                                  certfile=a.certfile, keyfile=a.keyfile,
                                  max_connections_per_ip=a.max_connections_per_ip,
                                  max_sessions_per_ip=a.max_sessions_per_ip,
@@ -31,6 +33,7 @@ def cmd_serve(a) -> None:
                                  workers=a.workers)
     except (OSError, ValueError) as exc:
         raise FloatRTError(str(exc)) from exc
+    logging.getLogger("float_rt.sessions").setLevel(logging.INFO)    # one line per session start and end
     # Every refusal comes first, in a moment: exposure, TLS, the weights' folder, the port.
     check_exposure(cfg)
     tls_context(cfg)
@@ -84,6 +87,9 @@ def add_commands(sub) -> None:
     sv.add_argument("--allowed-origin", action="append", default=None,
                     help="a page origin allowed besides the server's own, e.g. https://kiosk.example.com "
                          "(repeatable; '*': any, not recommended)")
+    sv.add_argument("--allowed-host", action="append", default=None,
+                    help="a Host name this loopback server answers to besides 127.0.0.1, localhost and [::1] "
+                         "(repeatable; guards against DNS rebinding)")
     sv.add_argument("--trusted-proxy", action="append", default=None,
                     help="reverse proxy address or CIDR whose X-Forwarded-For/-Host/-Proto are believed (repeatable)")
     sv.add_argument("--certfile", default=None, help="TLS certificate (PEM): https and wss on the same port")

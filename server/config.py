@@ -46,7 +46,16 @@ class ServerConfig:
     video_size: int = 512
     video_delay_ms: float = 30.0               # lip-sync compensation (measured: tests/netns/test_e2e.py)
     connect_timeout_s: float = 20.0            # offer -> ICE connected
-    idle_timeout_s: float = 0.0                # close sessions without client messages or media (0: never)
+    idle_timeout_s: float = 300.0              # close a session with no client message or audio this long (0: never)
+    # What one client may cost (server/budget.py, server/upload.py, server/policy.py): see PROTOCOL.md.
+    max_messages_per_s: float = 100.0          # websocket messages (text and binary), bursts of 2 s pass
+    max_bytes_per_s: float = 2_000_000.0       # websocket bytes
+    max_queued_audio_s: float = 60.0           # speech a client may queue ahead of the avatar (a TTS reply)
+    nfe_range: list[int] = field(default_factory=lambda: [2, 10])          # the sampler points a client may ask for
+    chunk_frames_range: list[int] = field(default_factory=lambda: [3, 25])  # frames per step a client may ask for
+    max_image_pixels: int = 24_000_000         # avatar uploads: header checked before decoding (PNG/JPEG/WebP)
+    image_decodes: int = 2                     # uploads decoded at once
+    allowed_hosts: list[str] = field(default_factory=list)     # Host names besides loopback (DNS rebinding)
     static_dir: str | None = None              # the page's folder (default: the packaged client_demo)
     demo: bool = False
 
@@ -62,6 +71,13 @@ class ServerConfig:
         for name in ("max_connections_per_ip", "max_sessions_per_ip", "handshakes_per_minute"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        for name in ("nfe_range", "chunk_frames_range"):
+            r = getattr(self, name)
+            if len(r) != 2 or not 1 <= r[0] <= r[1]:
+                raise ValueError(f"{name} must be [low, high] with 1 <= low <= high, got {r}")
+        if self.max_messages_per_s <= 0 or self.max_bytes_per_s <= 0 or self.max_image_pixels < 1 \
+                or self.image_decodes < 1:
+            raise ValueError("max_messages_per_s, max_bytes_per_s, max_image_pixels and image_decodes must be > 0")
         if (self.certfile is None) != (self.keyfile is None):
             raise ValueError("TLS needs both certfile and keyfile")
 

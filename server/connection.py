@@ -16,10 +16,12 @@ from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from float_rt.config import EMOTIONS
 from float_rt.errors import FloatRTError
-from float_rt.media import decode_image, prepare_reference
+from float_rt.media import prepare_reference
 
 from . import protocol
+from .budget import MessageBudget
 from .ice import rtc_configuration
+from .policy import option_limit
 from .protocol import ProtocolError
 from .tracks import AvatarAudioTrack, AvatarVideoTrack, consume, pump
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from .policy import AddressLimits
 
 log = logging.getLogger(__name__)
+# One line per session start and end, shown by default (`float-rt serve` sets it to INFO).
+sessions_log = logging.getLogger("float_rt.sessions")
 
 
 class Host(Protocol):
@@ -42,6 +46,7 @@ class Host(Protocol):
 
     def hello(self) -> dict: ...
     def preset(self, name: str | None) -> np.ndarray: ...
+    async def decode_upload(self, data: bytes) -> np.ndarray: ...   # header checked, a few at a time
     def acquire(self) -> bool: ...          # one of the server's session slots
     def release(self) -> None: ...
     def forget(self, conn: Connection) -> None: ...
@@ -61,7 +66,10 @@ class Connection:
         self.ip_slot = False
         self.last_activity = time.monotonic()
         self.idle_since = time.monotonic()          # holding no session since
-        self._frames_seen = 0
+        self._frames_counted = 0                    # of this session's frames, added to the metrics
+        self.started_at = time.monotonic()
+        cfg = server.cfg
+        self.budget = MessageBudget(cfg.max_messages_per_s, cfg.max_bytes_per_s, protocol.MAX_OFFER_BYTES)
 
     # ------------------------------------------------------------------ messaging
     async def send(self, msg: dict) -> None:
@@ -79,7 +87,17 @@ class Connection:
         waiter = asyncio.ensure_future(self._close_if_no_session())
         try:
             async for message in self.ws:
-                self.last_activity = time.monotonic()
+                now = self.last_activity = time.monotonic()
+                broke = self.budget.admit(len(message), now)
+                if broke is not None:
+                    if self.budget.warn(now):
+                        await self.error("rate_limited", f"over this server's budget of {broke}: "
+                                                         "messages are dropped; slow down or be disconnected")
+                    elif self.budget.exhausted(now):
+                        self.server.metrics.rate_limited_closed += 1
+                        log.info("closing %s: still over the message budget (%s)", self.ip, broke)
+                        break
+                    continue
                 try:
                     if isinstance(message, bytes):
                         self.on_pcm(message)
@@ -129,6 +147,10 @@ class Connection:
             raise ProtocolError("too_large", f"PCM message is {len(data)} bytes; the limit is {protocol.MAX_PCM_BYTES}")
         if len(data) % 2:
             raise ProtocolError("bad_pcm", "PCM must be 16-bit little-endian mono (an even number of bytes)")
+        limit = self.server.cfg.max_queued_audio_s
+        if self.session.queued_seconds() > limit:
+            raise ProtocolError("rate_limited", f"more than {limit:g} s of speech queued ahead of the avatar "
+                                                "(max_queued_audio_s): this message was dropped")
         self.session.push_audio(np.frombuffer(data, "<i2"), self.options.pcm_rate)
 
     # ------------------------------------------------------------------ offer -> answer
@@ -136,6 +158,13 @@ class Connection:
         if self.pc is not None:
             raise ProtocolError("already_started", "this connection already has a session")
         srv = self.server
+        # What the session may cost is the server's to bound: refused before any work.
+        for name, value in (("nfe", opts.nfe), ("chunk_frames", opts.chunk_frames)):
+            why = option_limit(name, value, getattr(srv.cfg, f"{name}_range"))
+            if why:
+                raise ProtocolError("over_limit", why)
+        # The upload is checked and decoded before a session slot is taken (a few at a time).
+        upload = await srv.decode_upload(opts.image) if opts.image is not None else None
         if not srv.acquire():
             srv.metrics.sessions_rejected_busy += 1
             raise ProtocolError("busy", f"the server is at its limit of {srv.cfg.max_sessions} sessions; try later")
@@ -148,7 +177,7 @@ class Connection:
         self.ip_slot = True
         self.options = opts
         try:
-            image = await asyncio.to_thread(self._reference, opts)
+            image = await asyncio.to_thread(self._reference, opts, upload)
             engine = srv.engine
             options = engine.default_options(emotion=opts.emotion, a_cfg_scale=opts.a_cfg_scale,
                                              e_cfg_scale=opts.e_cfg_scale, nfe=opts.nfe,
@@ -195,16 +224,17 @@ class Connection:
         await pc.setLocalDescription(await pc.createAnswer())
         await self.send({"type": "answer", "sdp": pc.localDescription.sdp, "session": self.session.id})
         srv.metrics.sessions_started += 1
+        self.started_at = time.monotonic()
+        sessions_log.info("session %s started: %s, %s", self.session.id, self.ip,
+                          f"upload {upload.shape[1]}x{upload.shape[0]}" if upload is not None
+                          else f"preset {opts.preset or 'default'}")
         self.tasks += [asyncio.ensure_future(pump(self.session, self.video, self.audio, srv.cfg.video_delay_ms)),
                        asyncio.ensure_future(self._stats()),
                        asyncio.ensure_future(self._watchdog())]
 
-    def _reference(self, opts: protocol.OfferOptions):
+    def _reference(self, opts: protocol.OfferOptions, upload: np.ndarray | None):
         size = self.server.engine.cfg.model.input_size
-        if opts.image is not None:
-            img = decode_image(opts.image, "avatar")
-        else:
-            img = self.server.preset(opts.preset)
+        img = upload if upload is not None else self.server.preset(opts.preset)
         return prepare_reference(img, size, crop=not opts.no_crop)
 
     # ------------------------------------------------------------------ background
@@ -219,8 +249,7 @@ class Connection:
                     await self.close()
                 return
             st = s.stats.summary()
-            m = self.server.metrics
-            m.frames_sent += st["frames_out"] - last
+            self._count_frames(s)
             fps, last = st["frames_out"] - last, st["frames_out"]
             emotion = s.carry.emotion.flatten().tolist()
             await self.send({"type": "stats", "fps": fps, "frames": st["frames_out"],
@@ -240,12 +269,19 @@ class Connection:
             if self.pc.connectionState != "connected" and now - start > cfg.connect_timeout_s:
                 await self.error("timeout", f"no WebRTC connection within {cfg.connect_timeout_s:g} s")
                 await self.close()
-            elif cfg.idle_timeout_s and now - self.last_activity > cfg.idle_timeout_s \
-                    and self.options.audio_input == "pcm":
-                await self.error("timeout", f"no message for {cfg.idle_timeout_s:g} s")
+            elif cfg.idle_timeout_s and self.session is not None \
+                    and now - max(self.last_activity, self.session.last_input) > cfg.idle_timeout_s:
+                self.server.metrics.idle_closed += 1
+                await self.error("timeout", f"no message and no audio from this client for {cfg.idle_timeout_s:g} s "
+                                            "(idle_timeout_s): session closed")
                 await self.close()
             if self.pc.connectionState == "connected":
                 start = now
+
+    def _count_frames(self, s) -> None:
+        n = s.stats.frames_out
+        self.server.metrics.frames_sent += n - self._frames_counted
+        self._frames_counted = n
 
     # ------------------------------------------------------------------ teardown
     def _release(self) -> None:
@@ -273,7 +309,11 @@ class Connection:
         """Free the session, tracks, peer connection and tasks; the websocket stays open."""
         s, self.session = self.session, None
         if s is not None:
+            self._count_frames(s)           # the last partial second too
             st = s.stats
+            sessions_log.info("session %s ended after %.1f s: %s, %d frames sent, %d repeated, %d skipped",
+                              s.id, time.monotonic() - self.started_at, self.ip, st.frames_out, st.duplicated,
+                              st.dropped_late + st.dropped_backlog)
             m = self.server.metrics
             m.frames_duplicated += st.duplicated
             m.frames_dropped += st.dropped_late + st.dropped_backlog

@@ -15,7 +15,9 @@ class Metrics:
     frames_dropped: int = 0
     errors: collections.Counter = field(default_factory=collections.Counter)
     refused: collections.Counter = field(default_factory=collections.Counter)   # handshakes, by reason
-    idle_closed: int = 0
+    idle_closed: int = 0               # websockets holding no session, and sessions idle too long
+    rate_limited_closed: int = 0       # connections closed for flooding past their budget
+    bad_requests: int = 0              # HTTP requests answered 400 (malformed paths and the like)
 
     def snapshot(self) -> dict:
         """Plain data (JSON-able) for the other workers of a --workers server."""
@@ -58,8 +60,11 @@ class Metrics:
             metric("float_rt_handshakes_refused_total", "counter",
                    "Websocket handshakes refused, by reason (origin, token, rate, connections_per_ip).", n,
                    f'{{reason="{reason}"}}')
-        metric("float_rt_idle_websockets_closed_total", "counter", "Websockets closed for holding no session.",
-               self.idle_closed)
+        metric("float_rt_idle_websockets_closed_total", "counter",
+               "Websockets closed for holding no session, or a session idle past idle_timeout_s.", self.idle_closed)
+        metric("float_rt_rate_limited_closed_total", "counter", "Connections closed for flooding past their budget.",
+               self.rate_limited_closed)
+        metric("float_rt_bad_requests_total", "counter", "HTTP requests answered 400.", self.bad_requests)
         for code, n in sorted(self.errors.items()):
             metric("float_rt_errors_total", "counter", "Errors sent to clients, by code.", n, f'{{code="{code}"}}')
         if latency_ms:

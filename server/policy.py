@@ -59,6 +59,60 @@ class OriginPolicy:
                 "the operator can allow it with --allowed-origin")
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_name(host: str | None) -> str | None:
+    """The name in a ``Host`` header (port and IPv6 brackets removed, lower case); None if malformed."""
+    if not host:
+        return None
+    try:
+        name = urlsplit(f"http://{host.strip()}").hostname
+    except ValueError:
+        return None
+    return name.lower().rstrip(".") if name else None
+
+
+def _loopback_name(name: str) -> bool:
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):     # RFC 6761: only ever this machine
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class HostPolicy:
+    """DNS rebinding: a page on ``evil.example`` whose name is made to resolve to 127.0.0.1 reaches a
+    loopback server with ``Host: evil.example`` (and a matching ``Origin``, so the origin check
+    passes).  A loopback server therefore answers only to loopback names, and to names the
+    operator listed (``--allowed-host``, or the hosts of ``--allowed-origin``).  Servers bound to
+    other addresses are protected by their token instead."""
+    loopback: bool
+    allowed: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.names = {n for n in (host_name(h) for h in self.allowed) if n}
+
+    def refuse(self, host: str | None) -> str | None:
+        if not self.loopback:
+            return None
+        name = host_name(host)
+        if name is not None and (_loopback_name(name) or name in self.names):
+            return None
+        return (f"Host {host!r} is not a name of this loopback server (DNS rebinding?); "
+                "the operator can allow it with --allowed-host")
+
+
+def option_limit(name: str, value: int | None, allowed: list[int]) -> str | None:
+    """Why ``value`` of a client's option is beyond the server's policy, or None."""
+    if value is None or allowed[0] <= value <= allowed[1]:
+        return None
+    return (f"{name} {value} is beyond this server's limit: allowed {allowed[0]}..{allowed[1]} "
+            f"({name}_range in the server config)")
+
+
 def is_trusted(addr: str, proxies: list[str]) -> bool:
     """Whether ``addr`` is one of the proxies (IPs or CIDRs) whose forwarding headers are believed."""
     try:

@@ -197,6 +197,7 @@ def _cpu_threads(cfg: ServerConfig, n: int) -> None:
 def worker_main(cfg: ServerConfig, index: int, n: int, sock: socket.socket, board: Board,
                 make_server=AvatarServer.create, log_level: int = logging.WARNING) -> None:
     logging.basicConfig(level=log_level, format=f"%(levelname)s [worker {index}]: %(message)s")
+    logging.getLogger("float_rt.sessions").setLevel(logging.INFO)    # as in a one-process server
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the supervisor stops us (SIGTERM)
     _cpu_threads(cfg, n)
     server = make_server(cfg)

@@ -140,6 +140,7 @@ class Session:
         self._arrivals: collections.deque = collections.deque()   # (buffer end, wall time)
         self._out: collections.deque[Frame] = collections.deque()
         self.in_flight = 0      # frames committed by the engine and not yet delivered (being decoded)
+        self.last_input = clock()   # when audio last came in (a transport's idle timeout)
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -169,6 +170,7 @@ class Session:
                 raise FloatRTError(f"more than {self.stream_cfg.max_input_seconds:g} s of audio queued; "
                                    "the excess was dropped")
             self._arrivals.append((self.audio.end, self.clock()))
+            self.last_input = self.clock()
         self._wake_engine()
         return span
 
@@ -255,6 +257,11 @@ class Session:
     def finished(self) -> bool:
         return self.closed or (self.ended and self.total_frames is not None
                                and self.carry.next_frame >= self.total_frames)
+
+    def queued_seconds(self) -> float:
+        """Input audio not yet turned into frames (a TTS reply pushed ahead of the clock)."""
+        with self._lock:
+            return max(0, self.audio.end - self.carry.next_frame * self.spf) / self.audio.rate
 
     def available_frames(self) -> int:
         if self.features is not None:

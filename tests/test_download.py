@@ -14,10 +14,11 @@ import sys
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, write_audio
 from hub import FakeHub
 
 REPO = "someone/float-mirror"
@@ -205,3 +206,79 @@ def test_commands_use_the_downloaded_folder(repo_folder, tmp_path, portrait_png,
     finally:
         server.terminate()
         server.wait(30)
+
+
+# -- the Ditto family: the same downloader, its own files, licences and check ---------------------
+
+DITTO_REPO = "digital-avatar/ditto-talkinghead"
+DITTO_FILES = {f"ditto_pytorch/models/{n}.pth" for n in ("appearance_extractor", "motion_extractor", "warp_network",
+                                                         "decoder", "stitch_network", "lmdm_v0.4_hubert")} | \
+              {"ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx"}
+
+
+@pytest.fixture(scope="module")
+def ditto_repo(tmp_path_factory):
+    """ditto-tiny recipe files laid out as the published repo, with the repo's other folders (TensorRT
+    engines, ONNX graphs, pickled configs) that the family must not fetch, and a stitching file as
+    LivePortrait saved it (DDP `module.` prefixes, mouth and eye retargeting entries)."""
+    from float_rt.config import load_config
+    from float_rt.ditto.weights import write_demo_folder
+    from float_rt.resources import config_path
+    folder = tmp_path_factory.mktemp("hub") / "ditto"
+    write_demo_folder(load_config(config_path("ditto-tiny")), folder)
+    (folder / "RECIPE_WEIGHTS.txt").unlink()
+    stitch = folder / "ditto_pytorch/models/stitch_network.pth"
+    state = torch.load(stitch, weights_only=True)["retarget_shoulder"]
+    torch.save({"retarget_shoulder": {f"module.{k}": v for k, v in state.items()},
+                "retarget_mouth": {"module.mlp.0.weight": torch.zeros(4, 2)}}, stitch)
+    (folder / "README.md").write_text("# ditto\n")
+    for extra in ("ditto_trt_Ampere_Plus/decoder_fp16.engine", "ditto_onnx/lmdm_v0.4_hubert.onnx",
+                  "ditto_cfg/v0.4_hubert_cfg_pytorch.pkl"):
+        (folder / extra).parent.mkdir(parents=True, exist_ok=True)
+        (folder / extra).write_bytes(b"\0" * 2000)
+    return folder
+
+
+def test_ditto_download_fetches_its_files_prints_licences_and_checks(ditto_repo, tmp_path, portrait_png):
+    env = hub_env(tmp_path, "")
+    with FakeHub(DITTO_REPO, ditto_repo) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        hub.cut["ditto_pytorch/models/lmdm_v0.4_hubert.pth"] = 1   # a cut connection is continued
+        r = float_rt(["download", "--config", "ditto-tiny"], env)   # default repo and folder, no --accept-license
+        ranges = hub.ranges("ditto_pytorch/models/lmdm_v0.4_hubert.pth")
+    assert r.returncode == 0, r.stderr
+    assert "Apache-2.0" in r.stdout and "MIT" in r.stdout and "CC BY-NC-ND" not in r.stdout
+    dest = tmp_path / "cache" / "ditto"
+    assert downloaded(dest) == DITTO_FILES
+    for f in DITTO_FILES:
+        assert (dest / f).read_bytes() == (ditto_repo / f).read_bytes()
+    assert len(ranges) == 2 and ranges[0] is None    # fetched again after the cut (resumed if past a write chunk)
+    assert "loaders' key and shape checks" in r.stdout
+    assert r.stdout.count("keys match ditto-tiny") == 6 and "onnxruntime loads it" in r.stdout
+    # generate finds the downloaded folder when --checkpoints is left out
+    audio = tmp_path / "a.wav"
+    write_audio(audio, 0.1 * np.sin(np.arange(8000, dtype=np.float32) / 9)[None], 16000)
+    g = float_rt(["generate", "--config", "ditto-tiny", "--ref", str(portrait_png), "--audio", str(audio),
+                  "--out", str(tmp_path / "o.mp4"), "--steps", "2"], env)
+    assert g.returncode == 0, g.stderr
+    assert (tmp_path / "o.mp4").stat().st_size > 1000
+
+
+def test_ditto_without_files_says_how_to_get_them(tmp_path, portrait_png, speech_wav):
+    r = float_rt(["generate", "--config", "ditto", "--ref", str(portrait_png), "--audio", str(speech_wav),
+                  "--out", str(tmp_path / "o.mp4")], hub_env(tmp_path, "http://127.0.0.1:9"))
+    assert r.returncode == 2
+    assert "float-rt download --config ditto" in r.stderr and "Apache-2.0" in r.stderr
+
+
+def test_ditto_repo_missing_a_file_is_refused(ditto_repo, tmp_path):
+    partial = tmp_path / "repo"
+    shutil.copytree(ditto_repo, partial)
+    (partial / "ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx").unlink()
+    with FakeHub(DITTO_REPO, partial) as hub:
+        r = float_rt(["download", "--config", "ditto-tiny", "--dir", str(tmp_path / "ck")], hub_env(tmp_path, hub.url))
+        gets = [p for m, p, _ in hub.requests if m == "GET" and "/resolve/" in p]
+    assert r.returncode == 2 and gets == []
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "is not a Ditto repo: it has no ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx" \
+        in err[0]

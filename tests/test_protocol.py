@@ -205,3 +205,72 @@ def test_worker_board_shares_loads_and_counters():
     assert total.errors == {"busy": 3} and total.refused == {"origin": 1}
     board.clear(1)
     assert board.read(1) is None and not board.loads()[1].alive
+
+
+def test_message_budget_passes_bursts_refuses_floods_and_forgives_calm():
+    from server.budget import CALM_S, GRACE_MESSAGES, MessageBudget
+    b = MessageBudget(messages_per_s=10, bytes_per_s=1000)
+    assert all(b.admit(10, 0.0) is None for _ in range(20))        # 2 s of burst at once
+    broke = b.admit(10, 0.0)
+    assert "10 messages/s (max_messages_per_s)" in broke
+    assert b.warn(0.0) and not b.warn(0.0)                          # told once
+    assert not b.exhausted(0.5)
+    for _ in range(GRACE_MESSAGES + 5):                             # 5 of them are within the refill
+        b.admit(10, 0.5)
+    assert b.exhausted(0.5)                                         # goes on flooding: closed
+    calm = MessageBudget(messages_per_s=10, bytes_per_s=1000)
+    for _ in range(21):
+        calm.admit(1, 0.0)
+    assert calm.warn(0.0)
+    assert calm.admit(1, 0.0) is not None
+    assert all(calm.admit(1, 1.0) is None for _ in range(10))      # refilled at 10/s
+    assert calm.admit(1, 1.0) is not None
+    assert calm.admit(1, 1.0 + CALM_S + 1) is None                  # within budget again: forgiven
+    for _ in range(20):
+        calm.admit(1, 1.0 + CALM_S + 1)
+    assert calm.warn(1.0 + CALM_S + 1)                              # a new warning, not a close
+    big = MessageBudget(messages_per_s=10, bytes_per_s=1000, min_bytes_burst=50_000)
+    assert big.admit(40_000, 0.0) is None and "bytes/s (max_bytes_per_s)" in big.admit(20_000, 0.0)
+
+
+def test_host_policy_and_option_limits():
+    from server.policy import HostPolicy, host_name, option_limit
+    loop = HostPolicy(loopback=True, allowed=["kiosk.example.com"])
+    for ok in ("127.0.0.1:8080", "localhost", "LOCALHOST:1", "[::1]:8080", "127.1.2.3", "app.localhost:8080",
+               "kiosk.example.com:8443"):
+        assert loop.refuse(ok) is None, ok
+    for bad in ("evil.example", "evil.example:8080", "127.0.0.1.evil.example", None, "", "[bad"):
+        assert "--allowed-host" in loop.refuse(bad), bad
+    assert HostPolicy(loopback=False).refuse("evil.example") is None     # a token guards public servers
+    assert host_name("Example.COM.:80") == "example.com"
+    assert option_limit("nfe", 4, [2, 10]) is None and option_limit("nfe", None, [2, 10]) is None
+    assert option_limit("nfe", 50, [2, 10]) == "nfe 50 is beyond this server's limit: allowed 2..10 " \
+                                              "(nfe_range in the server config)"
+
+
+def test_upload_header_is_checked_before_decoding():
+    import io
+
+    from PIL import Image
+
+    from server.protocol import ProtocolError as Refused
+    from server.upload import check_header, decode_upload
+
+    def encoded(fmt, size):
+        buf = io.BytesIO()
+        Image.new("RGB", size, (200, 10, 10)).save(buf, fmt)
+        return buf.getvalue()
+
+    for fmt, name in (("PNG", "PNG"), ("JPEG", "JPEG"), ("WEBP", "WebP")):
+        assert check_header(encoded(fmt, (40, 30)), 10_000) == (name, 40, 30)
+    assert decode_upload(encoded("PNG", (40, 30)), 10_000).shape == (30, 40, 3)
+    with pytest.raises(Refused) as info:
+        check_header(encoded("PNG", (200, 100)), 10_000)
+    assert info.value.code == "image_too_large" and "200x100" in info.value.message
+    for fmt in ("TIFF", "PPM", "BMP", "GIF"):
+        with pytest.raises(Refused) as info:
+            check_header(encoded(fmt, (8, 8)), 10_000)
+        assert info.value.code == "bad_image", fmt
+    with pytest.raises(Refused) as info:
+        check_header(b"\x89PNG\r\n\x1a\n garbage", 10_000)
+    assert info.value.code == "bad_image"

@@ -112,7 +112,14 @@ class HubertRunner:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for unreadable models
+            raise CheckpointError(f"cannot load {path}: {' '.join(str(exc).split())[:300]}") from exc
+        inputs = [i.name for i in self.session.get_inputs()]
+        if INPUT_NAME not in inputs:
+            raise CheckpointError(f"{path}: no input {INPUT_NAME!r} (inputs: {', '.join(inputs)}); "
+                                  "expected Ditto's hubert_streaming_fix_kv.onnx")
 
     def __call__(self, chunk) -> np.ndarray:
         x = np.asarray(chunk, dtype=np.float32).reshape(1, -1)

@@ -16,7 +16,7 @@ LMDM_PATH = "models/lmdm_v0.4_hubert.pth"
 HUBERT_PATH = "aux_models/hubert_streaming_fix_kv.onnx"
 FILES = (*RENDERER_FILES, LMDM_PATH, HUBERT_PATH)   # relative to ditto_pytorch/
 
-LAYOUT = ("expected layout: DIR/ditto_pytorch/ (or DIR itself) holding " + ", ".join(FILES))
+LAYOUT = "expected DIR/ditto_pytorch/models/*.pth and DIR/ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx"
 
 
 def model_folder(folder: str | Path) -> Path:
@@ -29,9 +29,9 @@ def check_ditto_layout(folder: str | Path) -> Path:
     """Every file the loaders open is there; returns the ``ditto_pytorch`` folder."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder not found: {folder}\n{LAYOUT}")
+        raise CheckpointError(f"checkpoint folder not found: {folder} ({LAYOUT})")
     root = model_folder(folder)
     for rel in FILES:
         if not (root / rel).is_file():
-            raise CheckpointError(f"{Path(rel).name} not found: {root / rel}\n{LAYOUT}")
+            raise CheckpointError(f"{Path(rel).name} not found: {root / rel} ({LAYOUT})")
     return root

@@ -85,3 +85,13 @@ def load_lmdm(path: str | Path, sizes: LMDMSizes = PUBLISHED_SIZES,
     model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True, assign=True)
     model = model.to(device).eval()
     return model, LMDMLoadReport(path, ignored, others)
+
+
+def check_lmdm(path: str | Path, sizes: LMDMSizes = PUBLISHED_SIZES) -> LMDMLoadReport:
+    """The loader's key and shape check without allocating the model."""
+    path = Path(path)
+    state, others = read_lmdm_state(path)
+    with torch.device("meta"):
+        model = MotionDecoder(sizes)
+    _, ignored = match_state(lmdm_keys(model), state, path)
+    return LMDMLoadReport(path, ignored, others)

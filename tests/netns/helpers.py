@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import unhurried_stream_config
+from unhurried import unhurried_stream_config
 from server.config import ServerConfig
 from server.thread import ServerThread
 
@@ -23,7 +23,7 @@ def only_loopback() -> bool:
 
 @lru_cache(maxsize=1)
 def unhurried_stream_yaml() -> str:
-    """The packaged stream config with the tests' unhurried bounds (tests/conftest.py), as a file."""
+    """The packaged stream config with the tests' unhurried bounds (tests/unhurried.py), as a file."""
     import dataclasses
     path = Path(tempfile.mkdtemp(prefix="float-rt-stream-")) / "stream.yaml"
     path.write_text(yaml.safe_dump({"streaming": dataclasses.asdict(unhurried_stream_config())}))

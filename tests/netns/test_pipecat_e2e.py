@@ -6,7 +6,7 @@ this network namespace with every aiortc peer pinned to 127.0.0.1.
 import asyncio
 import importlib.util
 
-from conftest import unhurried_stream_config
+from unhurried import unhurried_stream_config
 from helpers import ROOT, only_loopback
 
 
