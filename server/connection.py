@@ -96,6 +96,7 @@ class Connection:
                     elif self.budget.exhausted(now):
                         self.server.metrics.rate_limited_closed += 1
                         log.info("closing %s: still over the message budget (%s)", self.ip, broke)
+                        await self.close(1008, "over the message budget")
                         break
                     continue
                 try:
@@ -332,16 +333,21 @@ class Connection:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._release()
 
-    async def close(self) -> None:
+    async def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:
             return
         self.closed = True
         await self.end_session()
         self.server.forget(self)
         try:
-            await self.ws.close()
-        except Exception:  # noqa: BLE001
-            pass
+            if code == 1000:
+                await self.ws.close()
+            else:
+                # A client that misbehaves gets no 10 s close handshake: told why, then cut off.
+                await asyncio.wait_for(self.ws.close(code, reason), 1.0)
+        except Exception:  # noqa: BLE001 - includes the timeout
+            if code != 1000 and getattr(self.ws, "transport", None) is not None:
+                self.ws.transport.abort()
 
 
 async def _discard(track) -> None:

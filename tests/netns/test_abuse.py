@@ -9,22 +9,23 @@ import base64
 import http.client
 import json
 import logging
-import struct
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 
 import cv2
 import numpy as np
 import psutil
-import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
 from float_rt.media import load_audio
-from helpers import HANG_S, eventually, make_server
+from helpers import HANG_S, ROOT, eventually, make_server
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_abuse import png_bomb  # noqa: E402  (the benchmark's bomb: one recipe for test and figure)
 
 
 def get(srv, path, headers=None, timeout=HANG_S):
@@ -47,18 +48,6 @@ async def hello(url):
     ws = await websockets.connect(url, max_size=None, compression=None)
     assert json.loads(await asyncio.wait_for(ws.recv(), HANG_S))["type"] == "hello"
     return ws
-
-
-def png_bomb(side: int) -> bytes:
-    """A valid greyscale PNG of side x side zeros: a few hundred KB that decode to side^2 bytes or more."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    z, row, idat = zlib.compressobj(9), b"\0" * (side + 1), []
-    for _ in range(side):
-        idat.append(z.compress(row))
-    idat.append(z.flush())
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b""))
 
 
 def test_a_flood_is_refused_and_closed_while_others_go_on(small_ckpt, client_mod, speech_wav):
