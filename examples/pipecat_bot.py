@@ -1,16 +1,24 @@
 #!/usr/bin/env python
 """A Pipecat voice bot whose face is a FLOAT-RT avatar, over SmallWebRTC (local, no outside service).
 
-    pip install 'float-rt[pipecat]' 'pipecat-ai[runner,openai]'
+    pip install 'float-rt[pipecat]'
     export OPENAI_API_KEY=...              # the default STT, LLM and TTS; see build_services()
-    python examples/pipecat_bot.py         # then open http://localhost:7860/client
+    export FLOAT_RT_CHECKPOINTS=DIR        # or leave it out after `float-rt download --accept-license`
+    python examples/pipecat_bot.py         # then open http://127.0.0.1:7860/ in a browser on this machine
 
-The `runner` extra serves Pipecat's prebuilt browser client and the SmallWebRTC signalling.
+This script serves its own page (examples/pipecat_client.html: a Start button, the microphone, the
+avatar's video with its voice) and the SmallWebRTC signalling (POST /api/offer), with aiohttp. The
+page loads nothing from another host, so the bot needs no network beyond the STT/LLM/TTS services.
+Each browser that connects gets its own bot; all of them share one engine (its batched steps).
 Pipeline: SmallWebRTC in -> STT -> LLM context -> LLM -> TTS -> FloatAvatarService -> SmallWebRTC out.
+
+Options: --host (default 127.0.0.1) and --port (default 7860). Browsers let a page use the
+microphone only on localhost or over https, so a bot on another host needs a TLS proxy in front.
 
 Environment:
   FLOAT_RT_CHECKPOINTS   checkpoint folder (default: the one `float-rt download` fills)
-  FLOAT_RT_CONFIG        model config (default float-512; `small` runs on a CPU, with demo weights)
+  FLOAT_RT_CONFIG        model config (default float-512; `small` runs on a CPU, with demo weights
+                         from `float-rt demo-weights --config small --out DIR`: the face is noise)
   FLOAT_RT_AVATAR        a portrait file (default: the packaged astronaut)
   FLOAT_RT_DEVICE        cpu, cuda or cuda:N
 The STT, LLM and TTS are yours to choose: edit build_services() (any Pipecat service works,
@@ -18,11 +26,27 @@ e.g. Deepgram STT, Anthropic LLM, Cartesia TTS) and install its extra.
 """
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
 import os
+import socket
 import sys
 from functools import lru_cache
+from pathlib import Path
 
-NEEDS = "pip install 'pipecat-ai[runner,openai]' (the runner serves the browser client)"
+PAGE = Path(__file__).with_name("pipecat_client.html")
+NEEDS = "pip install 'float-rt[pipecat]' (pipecat-ai with its webrtc extra, aiortc and aiohttp)"
+NO_WEIGHTS = ("no checkpoint folder: set FLOAT_RT_CHECKPOINTS=DIR (or run `float-rt download --accept-license`; "
+              "`FLOAT_RT_CONFIG=small` with `float-rt demo-weights --config small --out DIR` runs on a CPU)")
+
+log = logging.getLogger("pipecat_bot")
+
+
+def checkpoint_folder() -> Path:
+    """FLOAT_RT_CHECKPOINTS, or the folder `float-rt download` fills; FloatRTError when neither is there."""
+    from float_rt.resources import resolve_checkpoints
+    return resolve_checkpoints(os.environ.get("FLOAT_RT_CHECKPOINTS"), missing=NO_WEIGHTS)
 
 
 @lru_cache(maxsize=1)
@@ -31,7 +55,7 @@ def engine_and_image():
     from float_rt.media import load_image, prepare_reference
     from server.config import packaged_page
     from streaming.engine import Engine
-    engine = Engine.load(os.environ.get("FLOAT_RT_CHECKPOINTS"), os.environ.get("FLOAT_RT_CONFIG", "float-512"),
+    engine = Engine.load(checkpoint_folder(), os.environ.get("FLOAT_RT_CONFIG", "float-512"),
                          "stream", os.environ.get("FLOAT_RT_DEVICE"))
     portrait = os.environ.get("FLOAT_RT_AVATAR") or packaged_page() / "avatars" / "astronaut.jpg"
     return engine, prepare_reference(load_image(portrait), engine.cfg.model.input_size)
@@ -68,15 +92,15 @@ def transport_params():
                            video_out_framerate=SMALL_WEBRTC["output_fps"])
 
 
-async def bot(runner_args):
-    """Called by Pipecat's runner for each browser that connects."""
+async def run_bot(connection) -> None:
+    """The bot of one browser, on its SmallWebRTC connection; it ends when the browser leaves."""
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
     from pipecat.workers.runner import WorkerRunner
 
     from server.pipecat import SMALL_WEBRTC, FloatAvatarService
     engine, image = engine_and_image()
-    transport = SmallWebRTCTransport(runner_args.webrtc_connection, transport_params())
+    transport = SmallWebRTCTransport(connection, transport_params())
     avatar = FloatAvatarService(engine, image, video_size=512, **SMALL_WEBRTC)
     worker = PipelineWorker(build_pipeline(transport, *build_services(), avatar),
                             params=PipelineParams(enable_metrics=True))
@@ -90,22 +114,110 @@ async def bot(runner_args):
     await runner.run()
 
 
-def main() -> int:
-    try:
-        from pipecat.runner.run import main as run_pipecat
-    except ImportError as exc:
-        print(f"this bot needs Pipecat's runner and services: {NEEDS} ({exc})", file=sys.stderr)
-        return 2
+def make_app():
+    """The page (GET / and /client) and the signalling (POST /api/offer), as an aiohttp application.
+
+    An offer ``{"sdp": ..., "type": "offer"}`` gets SmallWebRTC's answer ``{"sdp", "type", "pc_id"}``,
+    and a bot (``run_bot``) starts on that connection.  The page sends its offer with every ICE
+    candidate in it, so there is no trickle ICE and no renegotiation to handle.
+    """
+    from aiohttp import web
+    from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+
+    connections: dict[str, SmallWebRTCConnection] = {}
+    bots: set[asyncio.Task] = set()
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=PAGE.read_bytes(), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    async def offer(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            sdp = body["sdp"]
+            if not isinstance(sdp, str) or body.get("type", "offer") != "offer":
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text='expected JSON {"sdp": "...", "type": "offer"}\n') from None
+        connection = SmallWebRTCConnection(ice_servers=[])     # host candidates only: nothing outside
+        try:
+            await connection.initialize(sdp=sdp, type="offer")
+        except Exception as exc:                                # aiortc: an offer it cannot answer
+            await connection.disconnect()
+            raise web.HTTPBadRequest(text=f"cannot answer this offer: {exc}\n") from None
+        answer = connection.get_answer()
+        connections[connection.pc_id] = connection
+
+        @connection.event_handler("closed")
+        async def forget(closed):
+            connections.pop(closed.pc_id, None)
+
+        bot = asyncio.create_task(run_bot(connection), name=f"bot {connection.pc_id}")
+        bots.add(bot)
+        bot.add_done_callback(finished)
+        log.info("browser %s connected: bot started", request.remote)
+        return web.json_response(answer)
+
+    def finished(bot: asyncio.Task) -> None:
+        bots.discard(bot)
+        if not bot.cancelled() and bot.exception() is not None:
+            log.error("%s ended: %s: %s", bot.get_name(), type(bot.exception()).__name__, bot.exception())
+
+    async def shut_down(app: web.Application) -> None:
+        for bot in list(bots):
+            bot.cancel()
+        await asyncio.gather(*bots, return_exceptions=True)
+        await asyncio.gather(*(c.disconnect() for c in list(connections.values())), return_exceptions=True)
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/client", page)
+    app.router.add_post("/api/offer", offer)
+    app.on_shutdown.append(shut_down)
+    return app
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A Pipecat voice bot with a FLOAT-RT avatar, and its page.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve the page on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    args = parser.parse_args(argv)
     if not os.environ.get("OPENAI_API_KEY"):
-        print("set OPENAI_API_KEY for the default STT/LLM/TTS, or choose other services in build_services()",
-              file=sys.stderr)
-        return 2
+        return fail("set OPENAI_API_KEY for the default STT/LLM/TTS, or choose other services in build_services()")
+    from float_rt.errors import FloatRTError
+    try:
+        checkpoint_folder()                 # at once, before the imports, the port and the model
+    except FloatRTError as exc:
+        return fail(str(exc))
+    try:
+        from aiohttp import web
+        from pipecat.services.openai.llm import OpenAILLMService  # noqa: F401  (the default services)
+        from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection  # noqa: F401
+    except ImportError as exc:
+        return fail(f"this bot needs {NEEDS}: {exc}")
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        return fail(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}): choose another with --port")
+    try:
+        engine_and_image()                  # load the model before the first browser connects
+    except FloatRTError as exc:
+        sock.close()
+        return fail(" ".join(str(exc).split()))
     # aioice leaves loopback out of the host candidates: offer 127.0.0.1 too, so that a browser on
     # this machine connects even where it has no other interface (containers).
     from server.ice import use_host_addresses
     use_host_addresses(["127.0.0.1"], keep_default=True)
-    engine_and_image()          # load the model before the first browser connects
-    run_pipecat()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"Pipecat bot with a FLOAT-RT avatar: open http://{host}:{sock.getsockname()[1]}/ (Ctrl-C stops)",
+          flush=True)
+    web.run_app(make_app(), sock=sock, print=None)
     return 0
 
 

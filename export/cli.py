@@ -15,8 +15,8 @@ def _model(a):
 
 
 def cmd_export_onnx(a) -> None:
-    from .onnx import export_onnx
     cfg, model = _model(a)
+    from .onnx import export_onnx
     print(f"exporting {cfg.name} to {a.out} (each graph checked against PyTorch with onnxruntime)")
     export_onnx(model, cfg.name, a.out)
     print(f"wrote {a.out}; use it with --engines {a.out} --backend decoder=onnxruntime ...")
@@ -29,6 +29,7 @@ def cmd_export_trt(a) -> None:
 
 
 def cmd_bench_backends(a) -> None:
+    _, model = _model(a)
     import torch
 
     from float_rt.bench import write_json
@@ -36,7 +37,6 @@ def cmd_bench_backends(a) -> None:
     from .bench import bench_backends
     if a.threads:
         torch.set_num_threads(a.threads)
-    _, model = _model(a)
     res = bench_backends(model, a.engines, repeat=a.repeat)
     if a.json:
         write_json(res, a.json)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from fractions import Fraction
+from collections.abc import Iterable
 from pathlib import Path
 
 import av
@@ -268,3 +269,20 @@ class VideoWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def write_video(path: str | Path, fps: float, size: int | tuple[int, int], audio: np.ndarray, sampling_rate: int,
+                batches: Iterable[np.ndarray]) -> int:
+    """Frames written as ``batches`` (a lazy iterable of (n, H, W, 3) uint8) produces them, with the
+    whole ``audio`` track.  The output is opened first, so an unwritable path fails before any compute;
+    on any failure the partial file is removed.  Returns the number of frames."""
+    writer = VideoWriter(path, fps, size, audio, sampling_rate)
+    try:
+        for frames in batches:
+            writer.write(frames)
+    except BaseException:
+        writer.close()
+        Path(path).unlink(missing_ok=True)  # no half-written video left behind
+        raise
+    writer.close()
+    return writer.frames

@@ -16,7 +16,7 @@ from .checkpoint import AUDIO_DIR, feature_extractor, load_model
 from .config import EMOTIONS, FloatConfig, SamplingConfig
 from .device import resolve_device  # noqa: F401 - also imported from here
 from .errors import FloatRTError
-from .media import VideoWriter, check_audio, frames_to_uint8
+from .media import check_audio, frames_to_uint8, write_video
 from .model import FloatModel
 from .sampler import emotion_condition, sample_motion
 
@@ -103,19 +103,14 @@ class FloatPipeline:
         sampling = sampling or self.cfg.sampling
         m = self.cfg.model
         iv = self.input_values(samples)
-        # Open the output first: an unwritable path fails before any compute.
-        writer = VideoWriter(out_path, m.fps, m.input_size, samples, m.sampling_rate)
-        try:
+
+        def batches():   # runs only once the output is open
             ref = self.encode_reference(image)
             motion = self.sample(ref, iv, sampling, progress=progress)
             for frames in self.decode(ref, motion, progress=progress):
-                writer.write(frames_to_uint8(frames))
-        except BaseException:
-            writer.close()
-            Path(out_path).unlink(missing_ok=True)  # no half-written video left behind
-            raise
-        writer.close()
-        return writer.frames
+                yield frames_to_uint8(frames)
+
+        return write_video(out_path, m.fps, m.input_size, samples, m.sampling_rate, batches())
 
 
 def sampling_with(base: SamplingConfig, **overrides) -> SamplingConfig:

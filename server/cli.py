@@ -38,11 +38,11 @@ def cmd_serve(a) -> None:
     check_exposure(cfg)
     tls_context(cfg)
     check_weights(cfg)
+    sock = listening_socket(cfg.host, cfg.port)
     if cfg.workers > 1:
         from .workers import run_workers
-        run_workers(cfg)
+        run_workers(cfg, sock)
         return
-    sock = listening_socket(cfg.host, cfg.port)
     from .app import run
     run(cfg, sock)
 

@@ -221,7 +221,7 @@ def worker_main(cfg: ServerConfig, index: int, n: int, sock: socket.socket, boar
 class Supervisor:
     """Starts the workers, restarts one that dies, stops them all on SIGINT/SIGTERM."""
 
-    def __init__(self, cfg: ServerConfig, n: int, make_server=AvatarServer.create):
+    def __init__(self, cfg: ServerConfig, n: int, make_server=AvatarServer.create, sock: socket.socket | None = None):
         if n < 1:
             raise FloatRTError("--workers must be >= 1")
         if cfg.max_sessions < n:
@@ -230,7 +230,7 @@ class Supervisor:
         tls_context(cfg)
         self.cfg, self.n, self.make_server = cfg, n, make_server
         self.capacity = split_sessions(cfg.max_sessions, n)
-        self.sock = listening_socket(cfg.host, cfg.port)
+        self.sock = sock or listening_socket(cfg.host, cfg.port)
         self.port = self.sock.getsockname()[1]
         self.ctx = multiprocessing.get_context("spawn")
         self.board = Board(n, self.ctx)
@@ -314,9 +314,10 @@ class Supervisor:
         self.sock.close()
 
 
-def run_workers(cfg: ServerConfig) -> None:
+def run_workers(cfg: ServerConfig, sock: socket.socket | None = None) -> None:
+    """``sock``: the listening socket when the caller opened the port already."""
     n = cfg.workers
-    sup = Supervisor(cfg, n)   # refusals and the port first, before the demo weights are written
+    sup = Supervisor(cfg, n, sock=sock)   # refusals and the port first, before the demo weights are written
     prepare(cfg)               # weights resolved (demo weights written) once, here
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sup.stopping.set())

@@ -145,26 +145,22 @@ def write_clip(model: DittoModel, photo: np.ndarray, crop: SquareCrop, samples: 
     from tqdm.auto import tqdm
 
     from ..liveportrait.renderer import exact_float32
-    from ..media import PasteBack, VideoWriter, check_audio
+    from ..media import PasteBack, check_audio, write_video
     cfg = model.cfg
     check_audio(samples, warn_silence=False)   # load_audio warned of silence already
     side = frame_size(cfg)
     paste = PasteBack(photo, crop, side) if paste_back else None
-    # Open the output first: an unwritable path fails before any compute.
-    writer = VideoWriter(out_path, cfg.fps, (paste.w, paste.h) if paste else side, samples, cfg.sampling_rate)
-    try:
+
+    def batches():   # runs only once the output is open
         with exact_float32():
             ref = encode_source(model, crop_tensor(crop.cut(photo)), emotion, crop=crop)
             result = clip_motion(model, ref, audio_features(model, samples), steps=steps, seed=seed)
             bar = tqdm(total=result.motion.shape[0], desc="rendering", unit="frame", disable=not progress)
             for frames in render_frames(model, ref, result.motion, result.d0):
                 rgb = to_uint8(frames)
-                writer.write(np.stack([paste(f) for f in rgb]) if paste else rgb)
+                yield np.stack([paste(f) for f in rgb]) if paste else rgb
                 bar.update(len(rgb))
             bar.close()
-    except BaseException:
-        writer.close()
-        Path(out_path).unlink(missing_ok=True)   # no half-written video left behind
-        raise
-    writer.close()
-    return writer.frames
+
+    return write_video(out_path, cfg.fps, (paste.w, paste.h) if paste else side, samples, cfg.sampling_rate,
+                       batches())
