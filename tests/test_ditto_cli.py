@@ -174,7 +174,7 @@ def test_demo_weights_layout_and_loaders(tiny_ckpt):
                                 "appearance_extractor", "motion_extractor", "warp_network", "decoder",
                                 "stitch_network", "lmdm_v0.4_hubert"))])
     runner = HubertRunner(tiny_ckpt / "ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx")
-    (inp,), outs = runner.session.get_inputs(), runner.session.get_outputs()
+    (inp,) = runner.session.get_inputs()
     assert (inp.name, inp.shape, inp.type) == ("input_values", [1, 6480], "tensor(float)")
     assert runner(np.zeros(6480, np.float32)).shape == (20, 1024)
     lines = check_folder(load_config(config_path("ditto-tiny")), tiny_ckpt, "ditto-tiny")

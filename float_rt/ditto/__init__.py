@@ -19,7 +19,7 @@ family.py      the family seam's implementation (float_rt/family.py)
 reference.py   a reference case through the real loaders
 weights.py     demo (recipe) folder and the download's file choice and check
 """
-from importlib import import_module
+from ..lazy import lazy_exports
 
 # Names resolve lazily (PEP 562) so that the config and the layout check load without torch.
 _EXPORTS = {
@@ -32,8 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

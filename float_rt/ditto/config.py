@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..liveportrait.sizes import RendererSizes
+
 
 @dataclass(frozen=True)
 class LMDMSizes:
@@ -80,7 +82,7 @@ class SourceOptions:
 @dataclass
 class DittoConfig:
     """``configs/ditto*.yaml``: the renderer's and the LMDM's sizes and the offline options."""
-    renderer: "RendererSizes"
+    renderer: RendererSizes
     lmdm: LMDMSizes = PUBLISHED_SIZES
     sampler: SamplerOptions = DEFAULT_SAMPLER
     windows: WindowOptions = WindowOptions()
@@ -96,7 +98,6 @@ class DittoConfig:
 def ditto_config(raw: dict, name: str) -> DittoConfig:
     """From a parsed YAML file; unknown sections or options are a ValueError naming them."""
     from ..config import build_dataclass
-    from ..liveportrait.sizes import RendererSizes
     sections = {"family", "name", "renderer", "lmdm", "sampler", "windows", "source", "generate"}
     unknown = sorted(set(raw) - sections)
     if unknown:

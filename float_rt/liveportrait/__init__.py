@@ -1,6 +1,6 @@
 """LivePortrait's renderer (the networks Ditto drives): appearance encoder, motion extractor,
 warping network, SPADE decoder and stitching MLP, loaded from the published files."""
-from importlib import import_module
+from ..lazy import lazy_exports
 
 # Names resolve lazily (PEP 562): sizes.py is read by config loading, which must not import torch.
 _EXPORTS = {
@@ -14,8 +14,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
