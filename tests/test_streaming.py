@@ -254,6 +254,26 @@ def test_frames_async_generator_ends_after_input(pipe, image, speech):
     assert len(frames) == 25 and frames[-1].pts == 24
 
 
+def test_a_session_is_not_done_while_its_last_frames_are_decoding(pipe, image, speech):
+    """The last window's frames are committed before they are decoded; a consumer that asks in
+    between must wait for them, not end the stream short (seen on a busy machine: 91 of 94)."""
+    engine = make_engine(pipe)
+    s = engine.open_session(image, engine.default_options(emotion="neutral", chunk_frames=50))
+    s.push_audio(speech[:16000], 16000)
+    s.end_input()
+    seen = []
+    decode = engine._decode
+
+    def watching(items):
+        seen.append((s.finished, s.done))
+        return decode(items)
+
+    engine._decode = watching
+    frames = drain(engine, s)[0]
+    assert seen and seen[-1] == (True, False)       # finished committing, not done: frames in flight
+    assert len(frames) == 25 and s.done
+
+
 def test_idle_session_keeps_producing_frames_from_silence(pipe, image):
     clock = FakeClock()
     engine = make_engine(pipe, clock=clock)
