@@ -81,7 +81,8 @@ def avatar_mode() -> str:
 
 
 def build_avatar():
-    from server.livekit import AvatarSession       # imports the model code: only where a job runs
+    # imported here: the model code loads only where a job runs
+    from server.livekit import AvatarSession
     portrait = os.environ.get("FLOAT_RT_AVATAR", "astronaut")
     face = {"image": portrait} if Path(portrait).is_file() else {"preset": portrait}
     if avatar_mode() == "worker":

@@ -74,8 +74,10 @@ def build_pipeline(transport, stt, llm, tts, avatar):
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.processors.aggregators.llm_context import LLMContext
-    from pipecat.processors.aggregators.llm_response_universal import (LLMContextAggregatorPair,
-                                                                       LLMUserAggregatorParams)
+    from pipecat.processors.aggregators.llm_response_universal import (
+        LLMContextAggregatorPair,
+        LLMUserAggregatorParams,
+    )
     context = LLMContext([{"role": "system", "content": "You are a friendly assistant with a face. "
                                                         "Keep answers to one or two short sentences."}])
     aggregators = LLMContextAggregatorPair(context,
@@ -86,6 +88,7 @@ def build_pipeline(transport, stt, llm, tts, avatar):
 
 def transport_params():
     from pipecat.transports.base_transport import TransportParams
+
     from server.pipecat import SMALL_WEBRTC
     return TransportParams(audio_in_enabled=True, audio_out_enabled=True, video_out_enabled=True,
                            video_out_is_live=True, video_out_width=512, video_out_height=512,
@@ -160,8 +163,11 @@ def make_app():
 
     def finished(bot: asyncio.Task) -> None:
         bots.discard(bot)
-        if not bot.cancelled() and bot.exception() is not None:
-            log.error("%s ended: %s: %s", bot.get_name(), type(bot.exception()).__name__, bot.exception())
+        error = None if bot.cancelled() else bot.exception()
+        if error is not None:
+            log.error("%s failed: %s: %s", bot.get_name(), type(error).__name__, error)
+        else:
+            log.info("%s ended", bot.get_name())
 
     async def shut_down(app: web.Application) -> None:
         for bot in list(bots):
@@ -213,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     # this machine connects even where it has no other interface (containers).
     from server.ice import use_host_addresses
     use_host_addresses(["127.0.0.1"], keep_default=True)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")     # aioice logs each ICE check at INFO
+    log.setLevel(logging.INFO)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"Pipecat bot with a FLOAT-RT avatar: open http://{host}:{sock.getsockname()[1]}/ (Ctrl-C stops)",
           flush=True)

@@ -53,13 +53,16 @@ class Family(Protocol):
         """Everything about one photo (RGB uint8) a clip or session needs."""
 
     def audio_features(self, model: Any, samples: np.ndarray) -> Any:
-        """Features of 16 kHz mono speech, at the video rate."""
+        """Features of 16 kHz mono speech, (T, D) at the video rate."""
+
+    def window_span(self, model: Any) -> tuple[int, int]:
+        """(rows of features one window reads, rows it advances by)."""
 
     def new_carry(self, model: Any, reference: Any, options: argparse.Namespace) -> Any:
         """The state one stream of windows starts from (a dataclass of tensors)."""
 
     def window(self, model: Any, reference: Any, carry: Any, features: Any) -> tuple[Any, Any]:
-        """One window of motion for ``features``: (committed motion, next carry)."""
+        """One window of motion for ``features`` (n <= window length, D): (committed motion, next carry)."""
 
     def render(self, model: Any, reference: Any, motion: Any) -> np.ndarray:
         """Frames (n, H, W, 3) uint8 for motion rows."""

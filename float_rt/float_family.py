@@ -61,7 +61,11 @@ class FloatFamily:
         return model.encode_reference(prepare_reference(image, model.cfg.model.input_size, crop=crop))
 
     def audio_features(self, model, samples: np.ndarray):
-        return model.model.encode_audio(model.input_values(samples))
+        return model.model.encode_audio(model.input_values(samples))[0]
+
+    def window_span(self, model) -> tuple[int, int]:
+        n = model.cfg.model.num_frames
+        return n, n
 
     def _sampling(self, model, options: argparse.Namespace):
         from .pipeline import sampling_with
@@ -85,18 +89,20 @@ class FloatFamily:
                                       model.device), sampling)
 
     def window(self, model, reference, carry: FloatCarry, features):
-        """``features`` (1, n <= num_frames, dim_a): the window is replicate-padded as offline."""
+        """``features`` (n <= num_frames, dim_a): the window is replicate-padded as offline.
+        Returns the (n, dim_w) latents and the carry."""
         import torch
 
         from .sampler import Conditions, Guidance, pad_frames, sample_window, time_grid
         m = model.cfg.model
+        features = features.reshape(1, -1, features.shape[-1])
         wa = pad_frames(features, m.num_frames)
         with torch.no_grad():
             x = sample_window(model.model.fmt, carry.noise.next(),
                               Conditions(wa, reference.r_s, carry.we, carry.prev_x, carry.prev_wa),
                               Guidance.from_config(carry.sampling), time_grid(carry.sampling.nfe, wa.device))
         p = m.num_prev_frames
-        return x[:, :features.shape[1]], replace(carry, prev_x=x[:, -p:], prev_wa=wa[:, -p:])
+        return x[0, :features.shape[1]], replace(carry, prev_x=x[:, -p:], prev_wa=wa[:, -p:])
 
     def render(self, model, reference, motion) -> np.ndarray:
         import torch

@@ -108,10 +108,10 @@ class SquareCrop:
         return cls(int(round(cx - side / 2)), int(round(cy - side / 2)), max(1, int(round(side))), size)
 
     def cut(self, img: np.ndarray) -> np.ndarray:
-        """The square (edge pixels repeated where it leaves the photo), resized to ``size``."""
+        """The square (black where it leaves the photo, as the official crops), resized to ``size``."""
         h, w = img.shape[:2]
         pad = max(0, -self.x0, -self.y0, self.x0 + self.side - w, self.y0 + self.side - h)
-        padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else img
+        padded = cv2.copyMakeBorder(img, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0) if pad else img
         region = padded[self.y0 + pad:self.y0 + pad + self.side, self.x0 + pad:self.x0 + pad + self.side]
         interp = cv2.INTER_AREA if self.side > self.size else cv2.INTER_CUBIC
         return cv2.resize(region, (self.size, self.size), interpolation=interp)

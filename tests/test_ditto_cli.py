@@ -95,51 +95,44 @@ def test_unknown_section_names_the_file(tmp_path):
 
 
 def test_window_seam_reproduces_the_offline_rows(tiny_ckpt):
-    """Windows driven one at a time through Family.window hand out exactly the rows of the offline
-    loop's fused sequence (same noises), before its final whole-clip smoothing."""
+    """Windows driven one at a time through Family.window hand out the rows of the offline loop
+    (same noises, same order): equal to its fused sequence, and on the expression dims (which the
+    final whole-clip smoothing leaves alone) equal to offline_motion's output."""
     import argparse
 
     from float_rt.config import load_config
-    from float_rt.ditto.ddim import DDIMScheduler
-    from float_rt.ditto.generate import DittoReference, encode_source
-    from float_rt.ditto.pipeline import MotionNoise
-    from float_rt.ditto.windows import OfflineTrace, offline_motion
+    from float_rt.ditto.condition import build_condition
+    from float_rt.ditto.generate import encode_source
+    from float_rt.ditto.motion import SMOOTHED_DIMS
     from float_rt.ditto.sampler import sample_window
+    from float_rt.ditto.windows import OfflineTrace, offline_motion
     from float_rt.family import family_named
     from float_rt.resources import config_path
     fam = family_named("ditto")
     cfg = load_config(config_path("ditto-tiny"))
     model = fam.load(cfg, tiny_ckpt, "cpu")
-    inputs = np.load(CASE / "inputs.npz")
-    ref: DittoReference = encode_source(model, torch.from_numpy(inputs["image"]), 4)
-    gen = torch.Generator().manual_seed(3)
-    features = torch.randn(75, 1024, generator=gen)
-    opts = argparse.Namespace(steps=3, seed=5, emo=None)
-    carry = fam.new_carry(model, ref, opts)
-    L, valid = cfg.lmdm.seq_len, cfg.windows.valid(cfg.lmdm.seq_len)
-    rows = []
-    for start in range(0, len(features), valid):
+    ref = encode_source(model, torch.from_numpy(np.load(CASE / "inputs.npz")["image"]), 4)
+    features = torch.randn(75, 1024, generator=torch.Generator().manual_seed(3))
+    carry = fam.new_carry(model, ref, argparse.Namespace(steps=3, seed=5, emo=None))
+    (L, step), rows = fam.window_span(model), []
+    for start in range(0, len(features), step):
         motion, carry = fam.window(model, ref, carry, features[start:start + L])
         rows.append(motion.rows)
-    # the same noises, in the same order, through the offline loop
+    handed = torch.cat(rows)
+    # the offline loop with the noises drawn in the seam's order: step noises, then one x_T per window
     gen = torch.Generator().manual_seed(5)
-    scheduler = DDIMScheduler(carry.scheduler.options)
-    steps = torch.randn((scheduler.num_noises, L, 265), generator=gen)
+    steps = torch.randn((carry.scheduler.num_noises, L, 265), generator=gen)
     starts = [torch.randn((1, L, 265), generator=gen) for _ in rows]
-    from float_rt.ditto.condition import build_condition
 
     def sample(w, cond_frame, window_cond):
-        return sample_window(model.lmdm, scheduler, cond_frame[None], window_cond[None], starts[w], steps)[0]
+        return sample_window(model.lmdm, carry.scheduler, cond_frame[None], window_cond[None], starts[w], steps)[0]
 
     trace = OfflineTrace()
-    offline_motion(build_condition(features, ref.condition), ref.motion, cfg.windows, L, sample, trace)
-    handed = torch.cat(rows)
-    assert handed.shape[0] == carry.windows.result.shape[0] - cfg.windows.fuse_length(L)
-    assert torch.equal(handed, carry.windows.result[:handed.shape[0]])
+    offline = offline_motion(build_condition(features, ref.condition), ref.motion, cfg.windows, L, sample, trace)
+    assert len(trace.windows) == len(rows) == 3
+    assert handed.shape[0] == carry.windows.result.shape[0] - cfg.windows.fuse_length(L) == 40 + 30 + 30 - 10
+    assert torch.equal(handed[:75, SMOOTHED_DIMS:], offline[:, SMOOTHED_DIMS:])     # offline is cut to 75 rows
     assert torch.equal(motion.d0, carry.windows.result[0:1])
-    assert torch.equal(torch.stack(trace.windows)[0], sample(0, ref.motion, build_condition(
-        torch.cat([features[:L]]), ref.condition)))
-    assert isinstance(MotionNoise, type)
     frames = fam.render(model, ref, type(motion)(handed[:3], motion.d0))
     assert frames.shape == (3, 256, 256, 3) and frames.dtype == np.uint8
 
@@ -282,3 +275,47 @@ def test_bad_input_is_one_line_and_exit_2(tiny_ckpt, photo, speech_wav, tmp_path
     assert not out.exists()
     if case == "missing_onnx":
         assert "hubert_streaming_fix_kv.onnx not found" in err[0]
+
+
+def test_reference_runs_an_online_case(tmp_path):
+    """No online case ships; this one is the tiny case switched to the published online settings
+    (overlap 30 of 40 -> valid 10, fuse 10; 10 steps; the conditioning frame reset to the source
+    every window keeping dims 0..201), with the stand-in HuBERT's real outputs recorded for it.
+    Checked: it runs through the live window loop with the official online bookkeeping."""
+    import shutil
+
+    from float_rt.ditto import hubert
+    from float_rt.ditto.recipe import hubert_stub_weights
+    from float_rt.ditto.reference import run_ditto_case
+    case = tmp_path / "online"
+    case.mkdir()
+    shutil.copy(CASE / "keys.json", case)
+    raw = json.loads((CASE / "config.json").read_text())
+    raw["setup_kwargs"].update(online_mode=True, overlap_v2=30, sampling_timesteps=10, fix_kp_cond=1,
+                               fix_kp_cond_dim=[0, 202])
+    raw.update(render_frames=[0, 40], full_frames=[3])
+    (case / "config.json").write_text(json.dumps(raw))
+    inputs = dict(np.load(CASE / "inputs.npz"))
+    silence, _ = hubert.offline_chunks(np.zeros(30 * hubert.HOP, np.float32))
+    chunks = np.concatenate([silence, np.stack(hubert.online_chunks(inputs["waveform"]))])
+    runner = hubert.HubertRunner(hubert.write_stub_onnx(tmp_path / "stub.onnx", *hubert_stub_weights()))
+    inputs["hubert_chunk_out"] = np.stack([runner(c) for c in chunks])
+    gen = torch.Generator().manual_seed(0)
+    inputs["noise_steps"] = torch.randn((9, 40, 265), generator=gen).numpy()
+    inputs["noise_init"] = torch.randn((12, 40, 265), generator=gen).numpy()
+    np.savez(case / "inputs.npz", **inputs)
+    out = run_ditto_case(case)
+    assert np.array_equal(out["hubert_chunks"], chunks) and len(silence) == 6
+    assert out["aud_feat"].shape == (30 + 5 * (len(chunks) - 6), 1024)
+    w = out["lmdm_windows"].shape[0]
+    assert out["aud_cond_windows"].shape == (w, 40, 1103) and out["kp_cond_windows"].shape == (w, 265)
+    # every window after the first emits 10 rows (the last: its real rows), covering the whole stream
+    assert out["motion"].shape[0] >= 63 and out["d0"].shape == (1, 265)
+    first = out["lmdm_windows"][0]      # d0: row 0 of the first window after its smoothing (dims < 202)
+    assert np.array_equal(out["d0"][0, 202:], first[0, 202:])
+    assert np.allclose(out["d0"][0, :202], first[:2, :202].mean(0), rtol=0, atol=1e-6)
+    assert out["frames_center"].shape == (2, 32, 32, 3) and out["frames"].shape == (1, 256, 256, 3)
+    assert np.isfinite(out["x_d"]).all() and out["x_d"].shape == (out["motion"].shape[0], 21, 3)
+    # the conditioning frame is the source on dims 202.. from the second window on (fix_kp_cond 1)
+    source = out["kp_cond_windows"][0]
+    assert np.array_equal(out["kp_cond_windows"][1:, 202:], np.broadcast_to(source[202:], (w - 1, 63)))

@@ -74,6 +74,10 @@ class DittoFamily:
         from .generate import audio_features
         return audio_features(model, check_audio(samples, warn_silence=False))
 
+    def window_span(self, model) -> tuple[int, int]:
+        L = model.cfg.lmdm.seq_len
+        return L, model.cfg.windows.valid(L)
+
     def new_carry(self, model, reference, options: argparse.Namespace) -> DittoCarry:
         import torch
 

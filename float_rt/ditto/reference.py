@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import FloatRTError
 from ..liveportrait.decoder import to_frames
 from ..liveportrait.kinematics import drive_info, transform_keypoints
 from ..liveportrait.recipe import write_published_files
@@ -22,12 +22,13 @@ from ..liveportrait.renderer import exact_float32
 from ..liveportrait.sizes import RendererSizes
 from .config import EMOTION_LABELS, DittoConfig, LMDMSizes, SamplerOptions, WindowOptions
 from .ddim import DDIMScheduler
-from .hubert import offline_chunks, write_stub_onnx
+from .hubert import HOP, chunk_features, offline_chunks, offline_features, online_chunks, write_stub_onnx
+from .generate import audio_features, clip_motion, encode_source, load_ditto
 from .layout import HUBERT_PATH, LMDM_PATH
+from .live import LiveMotion
 from .pipeline import MotionNoise, clip_windows
 from .recipe import HUBERT_STUB_KEYS, recipe_tensor
-from .generate import audio_features, clip_motion, encode_source, load_ditto
-from .sampler import guided_prediction
+from .sampler import guided_prediction, sample_window
 
 STUB_FILE = "hubert_stub.onnx"
 
@@ -72,8 +73,6 @@ def _center(x: torch.Tensor, half: int, spatial_last: bool = True) -> torch.Tens
 def run_ditto_case(case_dir: str | Path, workdir: str | Path | None = None) -> dict[str, np.ndarray]:
     case_dir = Path(case_dir)
     raw = json.loads((case_dir / "config.json").read_text())
-    if raw["setup_kwargs"].get("online_mode"):
-        raise FloatRTError(f"{case_dir}: online-mode Ditto cases are not supported by `reference` yet")
     cfg = case_config(raw)
     keys = json.loads((case_dir / "keys.json").read_text())
     inputs = dict(np.load(case_dir / "inputs.npz"))
@@ -86,6 +85,54 @@ def run_ditto_case(case_dir: str | Path, workdir: str | Path | None = None) -> d
     return {k: v for k, v in out.items() if wanted is None or k in wanted}
 
 
+@dataclass
+class _Motion:
+    """What the window loop saw and made."""
+    chunks: np.ndarray                       # every chunk fed to HuBERT, in call order
+    features: torch.Tensor                   # the 25 Hz rows the windows read
+    cond_windows: list[torch.Tensor] = field(default_factory=list)   # (L, 1103) each
+    cond_frames: list[torch.Tensor] = field(default_factory=list)    # (265,) each
+    windows: list[torch.Tensor] = field(default_factory=list)        # (L, 265) sampled, before fuse
+    motion: torch.Tensor | None = None
+    d0: torch.Tensor | None = None
+
+
+def _offline(model, cfg: DittoConfig, ref, waveform: np.ndarray, noise: MotionNoise) -> _Motion:
+    features = audio_features(model, waveform)
+    result = clip_motion(model, ref, features, noise=noise)
+    windows = clip_windows(features, ref.condition, cfg.lmdm.seq_len, cfg.windows)
+    return _Motion(offline_chunks(waveform)[0], features, list(windows), result.trace.cond_frames,
+                   result.trace.windows, result.motion, result.d0)
+
+
+def _online(model, cfg: DittoConfig, ref, waveform: np.ndarray, noise: MotionNoise) -> _Motion:
+    """The official online worker: a buffer that starts with the features of ``overlap`` frames of
+    silence (offline chunking), then 5 rows per streamed chunk; d0 and the emitted rows as live.py."""
+    scheduler = DDIMScheduler(cfg.sampler)
+    silence = np.zeros(cfg.windows.overlap * HOP, np.float32)
+    stream = online_chunks(waveform)
+    initial = torch.from_numpy(offline_features(silence, model.hubert))
+    seen = _Motion(np.concatenate([offline_chunks(silence)[0], np.stack(stream)]), initial)
+
+    def sample(cond_frame, cond):
+        x_T = noise.starts[len(seen.windows)][None]
+        window = sample_window(model.lmdm, scheduler, cond_frame[None], cond[None], x_T, noise.steps)[0]
+        seen.cond_windows.append(cond)
+        seen.cond_frames.append(cond_frame.clone())
+        seen.windows.append(window)
+        return window
+
+    live = LiveMotion(ref.motion, ref.condition, initial, sample, cfg.windows, cfg.lmdm.seq_len)
+    rows, feats = [], [initial]
+    for chunk in stream:
+        f = torch.from_numpy(chunk_features(model.hubert(chunk)))
+        feats.append(f)
+        rows.append(live.push(f))
+    rows.append(live.finish())
+    seen.features, seen.motion, seen.d0 = torch.cat(feats), torch.cat(rows), live.state.d0[None]
+    return seen
+
+
 def _run(model, cfg: DittoConfig, raw: dict, inputs: dict, wanted: set[str] | None) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     ref = encode_source(model, torch.from_numpy(inputs["image"]), raw["setup_kwargs"]["emo"],
@@ -94,24 +141,18 @@ def _run(model, cfg: DittoConfig, raw: dict, inputs: dict, wanted: set[str] | No
         out[f"kp_{k}"] = getattr(ref.info, k).numpy()
     out.update(f_s=ref.f_s.numpy(), f_s_center=_center(ref.f_s, 8).numpy(), x_s=ref.x_s.numpy())
 
-    waveform = inputs["waveform"].astype(np.float32)
-    out["hubert_chunks"] = offline_chunks(waveform)[0]
-    features = audio_features(model, waveform)
-    out["aud_feat"] = features.numpy()
-    L = cfg.lmdm.seq_len
-    windows = clip_windows(features, ref.condition, L, cfg.windows)
-    out["aud_cond_windows"] = windows.numpy()
-
     noise = MotionNoise(torch.from_numpy(inputs["noise_steps"]), torch.from_numpy(inputs["noise_init"]))
-    result = clip_motion(model, ref, features, noise=noise)
-    out["kp_cond_windows"] = torch.stack(result.trace.cond_frames).numpy()
-    out["lmdm_windows"] = torch.stack(result.trace.windows).numpy()
-    out.update(motion=result.motion.numpy(), d0=result.d0.numpy())
+    run = (_online if cfg.windows.online else _offline)(model, cfg, ref, inputs["waveform"].astype(np.float32),
+                                                         noise)
+    out.update(hubert_chunks=run.chunks, aud_feat=run.features.numpy(),
+               aud_cond_windows=torch.stack(run.cond_windows).numpy(),
+               kp_cond_windows=torch.stack(run.cond_frames).numpy(), lmdm_windows=torch.stack(run.windows).numpy(),
+               motion=run.motion.numpy(), d0=run.d0.numpy())
 
     # the first guided step of window 0, its two forwards and what DDIM derives from them
     lmdm, scheduler = model.lmdm, DDIMScheduler(cfg.sampler)
     x, t = noise.starts[:1], scheduler.timestep(0)
-    cond_frame, audio = result.trace.cond_frames[0][None], lmdm.audio_context(windows[:1])
+    cond_frame, audio = run.cond_frames[0][None], lmdm.audio_context(run.cond_windows[0][None])
     out["lmdm_step_uncond"] = lmdm(x, cond_frame, lmdm.null_context(), t).numpy()
     out["lmdm_step_cond"] = lmdm(x, cond_frame, audio, t).numpy()
     x_start = guided_prediction(lmdm, x, cond_frame, audio, t, cfg.sampler.guidance_weight)
@@ -119,8 +160,8 @@ def _run(model, cfg: DittoConfig, raw: dict, inputs: dict, wanted: set[str] | No
     out["lmdm_step_pred_noise"] = scheduler.noise_from_start(x, x_start, 0).numpy()
 
     renderer = model.renderer
-    out["x_d_prestitch"] = transform_keypoints(drive_info(ref.info, result.motion, result.d0)).numpy()
-    x_d = renderer.drive(ref.info, ref.x_s, result.motion, result.d0)
+    out["x_d_prestitch"] = transform_keypoints(drive_info(ref.info, run.motion, run.d0)).numpy()
+    x_d = renderer.drive(ref.info, ref.x_s, run.motion, run.d0)
     out["x_d"] = x_d.numpy()
 
     idx = np.asarray(raw.get("full_frames", []), np.int64)
@@ -131,8 +172,8 @@ def _run(model, cfg: DittoConfig, raw: dict, inputs: dict, wanted: set[str] | No
                    frames=to_frames(renderer.decoder(f_3d)).numpy())
     if wanted is None or "frames_center" in wanted:
         order = raw.get("render_frames", "all")
-        rows = range(len(x_d)) if order == "all" else list(order)
-        centres = [_center(renderer.render(ref.f_s, ref.x_s, x_d[list(rows)[s:s + 8]]), 16, spatial_last=False)
+        rows = list(range(len(x_d))) if order == "all" else list(order)
+        centres = [_center(renderer.render(ref.f_s, ref.x_s, x_d[rows[s:s + 8]]), 16, spatial_last=False)
                    for s in range(0, len(rows), 8)]
         out["frames_center"] = torch.cat(centres).numpy()
     return out
