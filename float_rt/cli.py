@@ -19,9 +19,6 @@ from .resources import DEFAULT_MODEL_CONFIG, config_path, default_checkpoints, r
 CONFIG_HELP = "a packaged config (float-512, small, ditto, ditto-tiny) or a YAML file"
 # Every family's emotion labels (FLOAT's 7 and Ditto's 8, any case); each family checks its own.
 EMOTION_CHOICES = (*EMOTIONS, "contempt")
-# Options of `generate` every family takes; the rest belong to one family (Family.generate_options).
-SHARED_GENERATE = frozenset({"checkpoints", "ref", "audio", "out", "config", "device", "emo", "seed", "func",
-                             "verbose", "command"})
 
 
 def load_config_arg(name, command: str = "engine"):
@@ -88,7 +85,7 @@ def cmd_generate(a) -> None:
     # OpenCV and transformers load only after.
     cfg = load_config_arg(a.config, "generate")
     fam = family_of(cfg)
-    check_generate_options(fam, a, SHARED_GENERATE)
+    check_generate_options(fam, a)   # another family's options, an emotion it lacks
     readable_file(a.ref, "reference image (--ref)")
     readable_file(a.audio, "audio file (--audio)")
     ckpt = checkpoints_arg(a.checkpoints, fam)

@@ -112,12 +112,12 @@ def family_of_case(raw: dict, where: str) -> Family:
     raise FloatRTError(f"{where}: not a reference case of any known family ({', '.join(FAMILIES)})")
 
 
-def check_generate_options(fam: Family, args: argparse.Namespace, shared: frozenset[str]) -> None:
-    """Options of another family are an error; so is an emotion the family does not have."""
-    for dest, value in vars(args).items():
-        if dest in shared or dest in fam.generate_options or value in (None, False):
-            continue
-        raise FloatRTError(f"--{dest.replace('_', '-')} is not an option of the {fam.name} family")
+def check_generate_options(fam: Family, args: argparse.Namespace) -> None:
+    """Options that belong to another family are an error; so is an emotion the family does not have."""
+    foreign = set().union(*(family_named(n).generate_options for n in FAMILIES)) - fam.generate_options
+    for dest in sorted(foreign):
+        if getattr(args, dest, None) not in (None, False):
+            raise FloatRTError(f"--{dest.replace('_', '-')} is not an option of the {fam.name} family")
     emo = getattr(args, "emo", None)
     if emo is not None and emo.lower() not in (e.lower() for e in fam.emotions):
         raise FloatRTError(f"unknown emotion {emo!r} for the {fam.name} family; choose from {', '.join(fam.emotions)}")

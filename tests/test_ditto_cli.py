@@ -319,3 +319,22 @@ def test_reference_runs_an_online_case(tmp_path):
     # the conditioning frame is the source on dims 202.. from the second window on (fix_kp_cond 1)
     source = out["kp_cond_windows"][0]
     assert np.array_equal(out["kp_cond_windows"][1:, 202:], np.broadcast_to(source[202:], (w - 1, 63)))
+
+
+@pytest.mark.parametrize("case", ["missing_onnx", "missing_ref", "float_option"])
+def test_ditto_input_errors_come_before_heavy_imports(tiny_ckpt, photo, speech_wav, tmp_path, case):
+    import shutil
+
+    from test_startup import run     # the probe of tests/test_startup.py: exit code, heavy modules, errors
+    ckpt, ref, extra = tiny_ckpt, photo, []
+    if case == "missing_onnx":
+        ckpt = tmp_path / "ck"
+        shutil.copytree(tiny_ckpt, ckpt)
+        (ckpt / "ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx").unlink()
+    elif case == "missing_ref":
+        ref = tmp_path / "none.png"
+    else:
+        extra = ["--no-crop"]
+    rc, heavy, errors, _ = run("generate", "--config", "ditto", "--checkpoints", ckpt, "--ref", ref, "--audio",
+                               speech_wav, "--out", tmp_path / "o.mp4", *extra)
+    assert rc == 2 and heavy == [] and len(errors) == 1, errors
