@@ -10,10 +10,11 @@ import os
 import ssl
 from pathlib import Path
 
+from float_rt.cli import checkpoints_arg, load_config_arg
 from float_rt.config import load_config
 from float_rt.errors import FloatRTError
-from float_rt.layout import check_layout
-from float_rt.resources import cache_dir, config_path, resolve_checkpoints
+from float_rt.family import family_of
+from float_rt.resources import cache_dir, config_path
 
 from .config import ServerConfig
 from .listen import is_loopback
@@ -66,19 +67,17 @@ def check_exposure(cfg: ServerConfig) -> None:
 
 
 def check_weights(cfg: ServerConfig) -> None:
-    """The model config and the checkpoint folder, by names alone (no demo weights written yet)."""
-    try:
-        load_config(config_path(DEMO_CONFIG if cfg.demo else cfg.config))
-    except (OSError, ValueError) as exc:
-        raise FloatRTError(str(exc)) from None
+    """The model config (its family must run live) and the checkpoint folder, by names alone
+    (no demo weights written yet)."""
+    model_cfg = load_config_arg(DEMO_CONFIG if cfg.demo else cfg.config)
     if cfg.demo:
         return
-    if not cfg.checkpoints:
-        try:
-            resolve_checkpoints(None)
-        except FloatRTError as exc:
-            raise FloatRTError(f"{exc}\nOr serve the embedded demo weights: float-rt serve --demo") from None
-    check_layout(resolve_checkpoints(cfg.checkpoints))
+    try:
+        checkpoints_arg(cfg.checkpoints, family_of(model_cfg))
+    except FloatRTError as exc:
+        if cfg.checkpoints:
+            raise
+        raise FloatRTError(f"{exc}\nOr serve the embedded demo weights: float-rt serve --demo") from None
 
 
 def prepare(cfg: ServerConfig) -> None:
@@ -90,7 +89,7 @@ def prepare(cfg: ServerConfig) -> None:
         cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
         cfg.config = DEMO_CONFIG
     elif not cfg.checkpoints:
-        cfg.checkpoints = str(resolve_checkpoints(None))
+        cfg.checkpoints = str(checkpoints_arg(None, family_of(load_config_arg(cfg.config))))
 
 
 def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
