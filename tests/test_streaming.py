@@ -169,6 +169,27 @@ def test_resampler_is_chunk_invariant():
     assert np.abs(pieces.buffer[100:-100] - ideal[100:-100]).max() < 0.02
 
 
+def test_audio_appends_cost_the_chunk_not_the_queue():
+    """A client may push one sample at a time: appending must not copy what is queued each time
+    (that made a flood of tiny PCM messages quadratic).  Storage grows by doubling."""
+    from streaming.audio_input import Samples
+    buf, ref, moves = Samples(), [], 0
+    rng = np.random.default_rng(0)
+    for k in range(100_000):
+        x = rng.standard_normal(1).astype(np.float32)
+        before = buf._data
+        buf.append(x)
+        moves += buf._data is not before
+        ref.append(x)
+        if k % 10_000 == 9_999:
+            buf.drop_front(5_000)               # the engine forgets what it has consumed
+            del ref[:5_000]
+    np.testing.assert_array_equal(buf.view, np.concatenate(ref))
+    assert moves <= 40                           # reallocations: logarithmic, not one per append
+    buf.keep_front(10)
+    np.testing.assert_array_equal(buf.view, np.concatenate(ref[:10]))
+
+
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 24000, 44100, 48000])
 def test_rates_layouts_and_dtypes(rate):
     a = AudioInput()
