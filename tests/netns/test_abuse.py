@@ -238,7 +238,8 @@ def test_an_idle_session_is_closed_with_a_reason(small_ckpt, client_mod):
         srv.stop()
 
 
-def test_every_frame_sent_is_counted(small_ckpt, client_mod, speech_wav):
+def test_every_frame_sent_is_counted_and_the_session_logged(small_ckpt, client_mod, speech_wav, caplog):
+    caplog.set_level(logging.INFO, logger="float_rt.sessions")
     srv = make_server(small_ckpt)
     speech = load_audio(speech_wav)[:16000]
     received = []
@@ -254,5 +255,8 @@ def test_every_frame_sent_is_counted(small_ckpt, client_mod, speech_wav):
         assert wait_idle(srv)
         sent = metric(srv, "float_rt_frames_sent_total")
         assert sent >= len(received) > 37       # the last, partial second of frames is counted too
+        lines = [r.getMessage() for r in caplog.records if r.name == "float_rt.sessions"]
+        assert len(lines) == 2 and " started: 127.0.0.1, preset " in lines[0], lines
+        assert " ended after " in lines[1] and f"{int(sent)} frames sent" in lines[1], lines
     finally:
         srv.stop()
