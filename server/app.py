@@ -31,7 +31,7 @@ from .config import ServerConfig, packaged_page
 from .connection import Connection
 from .ice import configure_host_candidates
 from .listen import listening_socket
-from .startup import banner, check_exposure, is_recipe, prepare, tls_context
+from .startup import banner, certificate_names, check_exposure, is_recipe, prepare, tls_context
 from .metrics import Metrics
 from .listen import is_loopback
 from .policy import AddressLimits, HostPolicy, Limits, OriginPolicy, client_address, is_trusted
@@ -56,9 +56,11 @@ class AvatarServer:
         self.limits = AddressLimits(Limits(cfg.max_connections_per_ip, cfg.max_sessions_per_ip,
                                            cfg.handshakes_per_minute))
         self.ssl = tls_context(cfg)
-        # Names this server answers to (DNS rebinding): loopback ones, listed ones, the allowed origins'.
+        # Names this server answers to (DNS rebinding): loopback ones, listed ones, the allowed
+        # origins', and those its TLS certificate is for.
         self.hosts = HostPolicy(is_loopback(cfg.host),
-                                [*cfg.allowed_hosts, *(urlsplit(o).netloc for o in cfg.allowed_origins if o != "*")])
+                                [*cfg.allowed_hosts, *(urlsplit(o).netloc for o in cfg.allowed_origins if o != "*"),
+                                 *certificate_names(cfg.certfile)])
         self._decodes = asyncio.Semaphore(cfg.image_decodes)
         self._bad_log = BadRequestLog()
         self._client_ips: dict[ServerConnection, str] = {}

@@ -103,6 +103,23 @@ def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+def certificate_names(certfile: str | None) -> list[str]:
+    """The DNS names a TLS certificate is for (its subject alternative names, else its common name):
+    a server with that certificate is reached by those names."""
+    if not certfile:
+        return []
+    from cryptography import x509       # aiortc's own dependency (DTLS)
+    try:
+        cert = x509.load_pem_x509_certificate(Path(certfile).read_bytes())
+    except (OSError, ValueError):
+        return []                        # tls_context reports an unusable file
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                    .get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        return [a.value for a in cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)]
+
+
 def is_recipe(cfg: ServerConfig) -> bool:
     return cfg.checkpoints is not None and (Path(cfg.checkpoints) / "RECIPE_WEIGHTS.txt").is_file()
 

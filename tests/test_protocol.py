@@ -274,3 +274,27 @@ def test_upload_header_is_checked_before_decoding():
     with pytest.raises(Refused) as info:
         check_header(b"\x89PNG\r\n\x1a\n garbage", 10_000)
     assert info.value.code == "bad_image"
+
+
+def test_a_certificates_names_are_host_names_of_the_server(tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from server.startup import certificate_names
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cn.example")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1)))
+    plain = builder.sign(key, hashes.SHA256())
+    with_san = builder.add_extension(x509.SubjectAlternativeName(
+        [x509.DNSName("kiosk.example"), x509.DNSName("avatar.example")]), critical=False).sign(key, hashes.SHA256())
+    for cert, names in ((with_san, ["kiosk.example", "avatar.example"]), (plain, ["cn.example"])):
+        path = tmp_path / "cert.pem"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        assert certificate_names(str(path)) == names
+    assert certificate_names(None) == [] and certificate_names(str(tmp_path / "missing.pem")) == []
