@@ -1,25 +1,60 @@
 """Export commands of ``float-rt``: export onnx, export trt, bench-backends."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from float_rt.cli import CONFIG_HELP, add_checkpoints_arg, checkpoints_arg, load_config_arg
+from float_rt.errors import FloatRTError
+from float_rt.family import family_of, require
 from float_rt.resources import DEFAULT_MODEL_CONFIG
+
+
+def _float_model(cfg, ckpt: Path, device: str):
+    from float_rt.checkpoint import load_model
+    from float_rt.pipeline import resolve_device
+    return load_model(cfg.model, ckpt, resolve_device(device))[0]
 
 
 def _model(a):
     cfg = load_config_arg(a.config)
-    ckpt = checkpoints_arg(a.checkpoints)
-    from float_rt.checkpoint import load_model
-    from float_rt.pipeline import resolve_device
-    model, _ = load_model(cfg.model, ckpt, resolve_device(a.device))
-    return cfg, model
+    return cfg, _float_model(cfg, checkpoints_arg(a.checkpoints), a.device)
+
+
+def _float_onnx(cfg, ckpt: Path, a) -> str:
+    from .onnx import export_onnx
+    export_onnx(_float_model(cfg, ckpt, a.device), cfg.name, a.out)
+    return f"use it with --engines {a.out} --backend decoder=onnxruntime ..."
+
+
+def _ditto_onnx(cfg, ckpt: Path, a) -> str:
+    from .ditto_graphs import export_ditto_onnx
+    export_ditto_onnx(family_of(cfg).load(cfg, ckpt, a.device), cfg.name, a.out)
+    return f"run them in onnxruntime, or build TensorRT engines with: float-rt export trt --onnx {a.out}"
+
+
+# The families export knows how to write graphs for: family name -> loads the model, writes and checks them.
+ONNX_EXPORTS = {"float": _float_onnx, "ditto": _ditto_onnx}
+
+
+def _export_config(name):
+    """The config, its family able to export (FLOAT's `engine` command includes export)."""
+    cfg = load_config_arg(name, "generate")
+    fam = family_of(cfg)
+    if not {"export", "engine"} & fam.commands:
+        require(fam, "export")
+    if fam.name not in ONNX_EXPORTS:
+        raise FloatRTError(f"`float-rt export onnx` has no graphs for the {fam.name} family")
+    return cfg, fam
 
 
 def cmd_export_onnx(a) -> None:
-    cfg, model = _model(a)
-    from .onnx import export_onnx
+    cfg, fam = _export_config(a.config)
+    ckpt = checkpoints_arg(a.checkpoints, fam)
+    if Path(a.out).exists() and not Path(a.out).is_dir():
+        raise FloatRTError(f"--out {a.out} is a file, not a folder")
     print(f"exporting {cfg.name} to {a.out} (each graph checked against PyTorch with onnxruntime)")
-    export_onnx(model, cfg.name, a.out)
-    print(f"wrote {a.out}; use it with --engines {a.out} --backend decoder=onnxruntime ...")
+    hint = ONNX_EXPORTS[fam.name](cfg, ckpt, a)
+    print(f"wrote {a.out}; {hint}")
 
 
 def cmd_export_trt(a) -> None:
@@ -45,7 +80,7 @@ def cmd_bench_backends(a) -> None:
 def add_commands(sub) -> None:
     ex = sub.add_parser("export", help="ONNX graphs and TensorRT engines of every stage")
     exs = ex.add_subparsers(dest="target", required=True)
-    eo = exs.add_parser("onnx", help="export the five stage graphs and check them against PyTorch")
+    eo = exs.add_parser("onnx", help="export the stage graphs (FLOAT 5, Ditto 7) and check them against PyTorch")
     add_checkpoints_arg(eo)
     eo.add_argument("--config", default=DEFAULT_MODEL_CONFIG, help=CONFIG_HELP)
     eo.add_argument("--out", required=True, help="engines folder")

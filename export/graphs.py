@@ -9,6 +9,7 @@ Each graph mirrors what the pipeline and the streaming engine call:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +77,10 @@ class GraphSpec:
     inputs: dict[str, torch.Tensor]           # example inputs (names in order)
     outputs: list[str]
     dynamic: dict[str, dict[int, str]]        # dynamic axes per input/output name
+    opset: int = 18                           # the lowest that exports it (grid_sample >= 16, LayerNorm one op from 17)
+    make: Callable[[int, int], dict[str, torch.Tensor]] | None = None   # (batch, seed) -> inputs at another batch
+    traced: nn.Module | None = None           # an export-friendly form of ``module`` (same weights) to trace instead;
+                                              # the graph is still checked against ``module``, the product's path
 
 
 def graph_specs(model: FloatModel, audio_seconds: float = 2.6, batch: int = 2) -> list[GraphSpec]:

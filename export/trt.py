@@ -58,43 +58,59 @@ FP32_LAYER_HINTS = ("LayerNorm", "layer_norm", "ReduceMean", "Softmax", "Pow", "
 
 
 def build_engines(folder: str | Path, fp16: bool = True, max_sessions: int = 8, max_frames: int = 16,
-                  log_fn=print) -> dict:
+                  log_fn=print, keep_going: bool = False) -> dict:
+    """An engine per graph of the folder, listed in its manifest.  With ``keep_going`` a graph TensorRT
+    cannot parse or build is recorded (``trt_error``) and left to onnxruntime instead of stopping."""
     trt = _require_trt()
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST).read_text())
     shapes = profiles(manifest, max_sessions, max_frames)
     logger = trt.Logger(trt.Logger.WARNING)
     for name, g in manifest["graphs"].items():
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(folder / g["onnx"])):
-            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise FloatRTError(f"TensorRT cannot parse {g['onnx']}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 4 << 30)
-        if fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-            for i in range(network.num_layers):
-                layer = network.get_layer(i)
-                if layer.type == trt.LayerType.NORMALIZATION or any(h in layer.name for h in FP32_LAYER_HINTS):
-                    layer.precision = trt.float32
-                    for o in range(layer.num_outputs):
-                        layer.set_output_type(o, trt.float32)
-        profile = builder.create_optimization_profile()
-        for inp, (lo, opt, hi) in shapes[name].items():
-            profile.set_shape(inp, lo, opt, hi)
-        config.add_optimization_profile(profile)
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            raise FloatRTError(f"TensorRT failed to build the {name} engine")
-        path = folder / f"{name}.{'fp16' if fp16 else 'fp32'}.plan"
-        path.write_bytes(bytes(plan))
-        g["trt"] = path.name
-        log_fn(f"  {name:8s} -> {path.name} ({path.stat().st_size / 2**20:.1f} MB)")
+        try:
+            g["trt"] = _build_one(trt, logger, folder, name, g, shapes[name], fp16)
+            g.pop("trt_error", None)
+        except FloatRTError as exc:
+            if not keep_going:
+                raise
+            g.pop("trt", None)
+            g["trt_error"] = str(exc)
+            log_fn(f"  {name:8s} left to onnxruntime: {exc}")
+            continue
+        log_fn(f"  {name:8s} -> {g['trt']} ({(folder / g['trt']).stat().st_size / 2**20:.1f} MB)")
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _build_one(trt, logger, folder: Path, name: str, g: dict, shapes: dict, fp16: bool) -> str:
+    """Parse one graph, build and write its engine; returns the plan's file name."""
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(folder / g["onnx"])):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise FloatRTError(f"TensorRT cannot parse {g['onnx']}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 4 << 30)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.type == trt.LayerType.NORMALIZATION or any(h in layer.name for h in FP32_LAYER_HINTS):
+                layer.precision = trt.float32
+                for o in range(layer.num_outputs):
+                    layer.set_output_type(o, trt.float32)
+    profile = builder.create_optimization_profile()
+    for inp, (lo, opt, hi) in shapes.items():
+        profile.set_shape(inp, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise FloatRTError(f"TensorRT failed to build the {name} engine")
+    path = folder / f"{name}.{'fp16' if fp16 else 'fp32'}.plan"
+    path.write_bytes(bytes(plan))
+    return path.name
 
 
 class TrtGraph:

@@ -1,4 +1,8 @@
-"""ONNX export, the onnxruntime backend, the fused decoder and the TensorRT entry points (small config)."""
+"""ONNX export, the onnxruntime backend, the fused decoder and the TensorRT entry points (small config),
+and the Ditto family's graphs and GPU benchmark parts (ditto-tiny)."""
+import contextlib
+import importlib.util
+import io
 import json
 import shutil
 
@@ -17,6 +21,52 @@ def engines(small_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("engines")
     export_onnx(small_model, "small", out, log=lambda *_: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def ditto_ckpt(tmp_path_factory):
+    from float_rt.config import load_config
+    from float_rt.ditto.weights import write_demo_folder
+    from float_rt.resources import config_path
+    return write_demo_folder(load_config(config_path("ditto-tiny")), tmp_path_factory.mktemp("ditto_ckpt"))
+
+
+@pytest.fixture(scope="module")
+def ditto_model(ditto_ckpt):
+    from float_rt.config import load_config
+    from float_rt.family import family_of
+    from float_rt.resources import config_path
+    cfg = load_config(config_path("ditto-tiny"))
+    return family_of(cfg).load(cfg, ditto_ckpt, "cpu")
+
+
+# config -> (its checkpoint fixture, the --config argument, the graphs `export onnx` writes, with their opsets)
+EXPORT_CASES = {
+    "small": ("small_ckpt", "configs/small.yaml", dict.fromkeys(["encoder", "decoder", "fmt", "audio", "emotion"], 18)),
+    "ditto-tiny": ("ditto_ckpt", "ditto-tiny", {"appearance": 18, "motion": 18, "stitch": 18, "warp": 20, "decoder": 18,
+                                                "lmdm_audio": 18, "lmdm": 18}),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_exports(tmp_path_factory, request):
+    """`float-rt export onnx` run once per config: (folder, what it printed)."""
+    from conftest import ROOT
+    from server.cli import main
+    done = {}
+
+    def export(config):
+        if config not in done:
+            fixture, arg, _ = EXPORT_CASES[config]
+            out = tmp_path_factory.mktemp("cli_engines")
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                argv = ["export", "onnx", "--checkpoints", str(request.getfixturevalue(fixture)),
+                        "--config", str(ROOT / arg) if arg.endswith(".yaml") else arg, "--out", str(out)]
+                assert main(argv) == 0
+            done[config] = out, printed.getvalue()
+        return done[config]
+    return export
 
 
 @pytest.fixture(scope="module")
@@ -200,17 +250,101 @@ def test_tensorrt_without_cuda_is_a_clear_error(tmp_path):
         build_engines(tmp_path)
 
 
-def test_export_cli(small_ckpt, tmp_path, capsys):
+@pytest.mark.parametrize("config", list(EXPORT_CASES))
+def test_export_cli_writes_and_checks_every_graph(config, cli_exports):
+    folder, printed = cli_exports(config)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    graphs = EXPORT_CASES[config][2]
+    assert set(manifest["graphs"]) == set(graphs)
+    for name, g in manifest["graphs"].items():
+        assert name in printed and (folder / g["onnx"]).is_file()
+        assert g["opset"] == graphs[name]
+        assert g["rel_err"] <= 1e-4        # onnxruntime against PyTorch, on the examples and on other batch sizes
+    assert manifest["opset"] == max(graphs.values())
+
+
+def test_bench_backends_cli(small_ckpt, cli_exports, tmp_path):
     from conftest import SMALL
     from server.cli import main
-    assert main(["export", "onnx", "--checkpoints", str(small_ckpt), "--config", str(SMALL),
-                 "--out", str(tmp_path / "e")]) == 0
-    out = capsys.readouterr().out
-    for name in ("encoder", "decoder", "fmt", "audio", "emotion"):
-        assert name in out and (tmp_path / "e" / f"{name}.onnx").is_file()
+    engines, _ = cli_exports("small")
     assert main(["bench-backends", "--checkpoints", str(small_ckpt), "--config", str(SMALL),
-                 "--engines", str(tmp_path / "e"), "--repeat", "1", "--json", str(tmp_path / "b.json")]) == 0
+                 "--engines", str(engines), "--repeat", "1", "--json", str(tmp_path / "b.json")]) == 0
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     paths = {(r["stage"], r["path"]) for r in rows}
     assert ("decoder", "onnxruntime fp32, batch 1") in paths and ("fmt", "onnxruntime fp32") in paths
     assert all(np.isfinite(r["seconds"]) and r["seconds"] > 0 for r in rows)
+
+
+# ------------------------------------------------------------------ Ditto
+def test_ditto_graphs_compute_what_the_product_computes(ditto_model, cli_exports):
+    """Each graph against the product's own calls (not the export wrappers): the renderer's drive and
+    render, the sampler's guided prediction with integer times, the LMDM's audio context."""
+    from export.backends import OrtGraph
+    from export.ditto_graphs import ditto_fingerprint, example_inputs
+    from float_rt.ditto.sampler import guided_prediction
+    folder, _ = cli_exports("ditto-tiny")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["fingerprint"] == ditto_fingerprint(ditto_model) and manifest["family"] == "ditto"
+    assert all(g["max_err"] <= 1e-4 for g in manifest["graphs"].values())
+    cpu = torch.device("cpu")
+    run = {name: OrtGraph(folder / g["onnx"], cpu) for name, g in manifest["graphs"].items()}
+    r, lm = ditto_model.renderer, ditto_model.lmdm
+    ex = example_inputs(ditto_model, frames=3, windows=2, seed=7)
+    with torch.no_grad():
+        # source: appearance features and keypoints of a crop
+        info, x_s, f_s = r.source(ex["image"][:1])
+        assert rel_err(run["appearance"](image=ex["image"][:1])[0], f_s) <= 1e-5
+        assert rel_err(run["motion"](image=ex["image"][:1])[6], info.kp) <= 1e-5
+        # frames: stitching, then warp + decoder, the source at batch 1 and repeated per frame
+        assert rel_err(run["stitch"](x_s=ex["x_s"], x_d=ex["x_d"])[0], r.stitch.stitch(ex["x_s"], ex["x_d"])) <= 1e-5
+        want = r.render(ex["f_s"], ex["x_s"], ex["x_d"])
+        for n in (1, 3):
+            feature = run["warp"](f_s=ex["f_s"].expand(n, -1, -1, -1, -1), x_s=ex["x_s"].expand(n, -1, -1),
+                                  x_d=ex["x_d"])[0]
+            rgb = run["decoder"](feature=feature)[0]
+            assert rel_err(rgb.permute(0, 2, 3, 1).clamp(0, 1) * 255, want) <= 1e-5
+        # motion: the window's audio context once, then guided steps at two diffusion times
+        tokens, pooled = run["lmdm_audio"](cond=ex["cond"])
+        ctx = lm.audio_context(ex["cond"])
+        assert rel_err(tokens, ctx.tokens) <= 1e-5 and rel_err(pooled, ctx.pooled) <= 1e-5
+        for t in (999, 19):
+            times = torch.full((2,), t, dtype=torch.long)
+            got = run["lmdm"](x=ex["x"], cond_frame=ex["cond_frame"], tokens=tokens, pooled=pooled,
+                              t=times.float(), guidance=torch.full((1,), 2.0))[0]
+            assert rel_err(got, guided_prediction(lm, ex["x"], ex["cond_frame"], ctx, times, 2.0)) <= 1e-5
+
+
+def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from server.cli import main
+    assert main(["export", "onnx", "--config", "ditto-tiny", "--checkpoints", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "e")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error:") and "not found" in err[0]
+    assert not (tmp_path / "e").exists()
+
+
+def _bench_gpu():
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "scripts" / "bench_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_gpu_covers_ditto_with_parts_that_run_on_the_cpu(ditto_model, ditto_ckpt, cli_exports):
+    bench = _bench_gpu()
+    assert set(bench.BENCHES) == {"float", "ditto"}
+    folder, _ = cli_exports("ditto-tiny")
+    cpu = torch.device("cpu")
+    manifest = bench.ditto_engines(ditto_model, ditto_model.cfg, folder, log=lambda *_: None)   # up to date: kept
+    rows = bench.ditto_stage_rows(ditto_model, folder, manifest, cpu, repeat=1)
+    assert set(rows) == set(EXPORT_CASES["ditto-tiny"][2])
+    assert all(set(r) == {"torch fp32", "onnxruntime"} and min(r.values()) > 0 for r in rows.values())
+    render = bench.ditto_render_rows(ditto_model, cpu, batches=(2,), repeat=1)
+    lmdm = bench.ditto_lmdm_rows(ditto_model, cpu, repeat=1, steps=2)
+    assert min(render[2].values()) > 0 and lmdm["guided step ms"] > 0 and lmdm["window x real time"] > 0
+    assert bench.ditto_offline_fps(ditto_model, seconds=0.5, steps=2) > 0
+    assert bench.realtime_sessions({1: 10.0, 4: 2.0, 16: 100.0}, window_ms=60.0, new_frames=30, fps=25) == 4
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="CUDA"):
+            bench.main(["--checkpoints", str(ditto_ckpt), "--config", "ditto-tiny"])

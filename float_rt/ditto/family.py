@@ -37,7 +37,7 @@ class DittoFamily:
     name = "ditto"
     emotions = EMOTION_LABELS
     generate_options = frozenset({"steps", "paste_back"})
-    commands = frozenset({"generate", "download", "demo-weights", "reference"})
+    commands = frozenset({"generate", "download", "demo-weights", "reference", "export"})
     default_repo = REPO
     licence = LICENCE
     licence_needs_acceptance = False   # Apache-2.0 and MIT: nothing to accept
