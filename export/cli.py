@@ -5,7 +5,7 @@ from pathlib import Path
 
 from float_rt.cli import CONFIG_HELP, add_checkpoints_arg, checkpoints_arg, load_config_arg
 from float_rt.errors import FloatRTError
-from float_rt.family import family_of, require
+from float_rt.family import family_of
 from float_rt.resources import DEFAULT_MODEL_CONFIG
 
 
@@ -37,11 +37,9 @@ ONNX_EXPORTS = {"float": _float_onnx, "ditto": _ditto_onnx}
 
 
 def _export_config(name):
-    """The config, its family able to export (FLOAT's `engine` command includes export)."""
-    cfg = load_config_arg(name, "generate")
+    """The config, its family able to export."""
+    cfg = load_config_arg(name, "export")
     fam = family_of(cfg)
-    if not {"export", "engine"} & fam.commands:
-        require(fam, "export")
     if fam.name not in ONNX_EXPORTS:
         raise FloatRTError(f"`float-rt export onnx` has no graphs for the {fam.name} family")
     return cfg, fam

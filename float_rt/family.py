@@ -29,7 +29,7 @@ class Family(Protocol):
     name: str
     emotions: tuple[str, ...]        # the labels ``--emo`` may name (compared case-insensitively)
     generate_options: frozenset[str]  # the family's own options of ``generate`` (argparse dests)
-    commands: frozenset[str]         # commands it supports ("engine": the live engine, stream, serve, export)
+    commands: frozenset[str]         # commands it supports ("engine": the live engine behind stream and serve; "export": ONNX graphs)
     default_repo: str                # Hugging Face repo of the published files
     licence: str                     # printed by ``download``
     licence_needs_acceptance: bool   # download refuses without --accept-license

@@ -28,7 +28,7 @@ class FloatFamily:
     emotions = EMOTIONS
     generate_options = frozenset({"a_cfg_scale", "e_cfg_scale", "nfe", "no_crop", "decode_batch", "engines",
                                   "backend"})
-    commands = frozenset({"generate", "download", "demo-weights", "reference", "convert", "bench", "engine"})
+    commands = frozenset({"generate", "download", "demo-weights", "reference", "convert", "bench", "engine", "export"})
     default_repo = "yuvraj108c/float"    # the mirror the ComfyUI FLOAT wrapper downloads from
     licence_needs_acceptance = True
     no_checkpoints = NO_CHECKPOINTS
