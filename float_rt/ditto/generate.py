@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cpu import tune as tune_cpu
 from ..device import resolve_device
 from ..liveportrait import Renderer, load_renderer
 from ..liveportrait.kinematics import MotionInfo
@@ -47,6 +48,10 @@ def load_ditto(cfg: DittoConfig, folder: str | Path, device: str | None = None,
     through its loader's key and shape check.  ``hubert`` replaces the ONNX session (reference cases)."""
     root = check_ditto_layout(folder)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        # glibc keeps the renderer's large activations in the heap, denormals flush (float_rt/cpu.py):
+        # about 10% of a rendered frame at the published sizes
+        tune_cpu()
     if (Path(folder) / RECIPE_MARKER).exists() or (root / RECIPE_MARKER).exists():
         log.warning("%s holds recipe (demo) weights: the output is noise, not a face", folder)
     renderer, _ = load_renderer(root, cfg.renderer, dev)

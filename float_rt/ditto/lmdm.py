@@ -15,7 +15,47 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import packed
+from ..liveportrait.fast import exporting
 from .config import PUBLISHED_SIZES, LMDMSizes
+
+
+def _packed_ok(x: torch.Tensor) -> bool:
+    """Whether oneDNN-packed weights serve this input (CPU, fp32, inference, not being traced or
+    exported; see ``float_rt.packed``)."""
+    return (packed.available() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+            and not getattr(packed._state, "off", False) and not exporting())
+
+
+class PackedLinearNoTrace(packed.PackedLinear):
+    """``float_rt.packed.PackedLinear`` that gives traced and exported graphs the plain ``F.linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if exporting():
+            return F.linear(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+def pack_lmdm_linears(model: nn.Module) -> nn.Module:
+    """Every ``nn.Linear`` of the model on oneDNN-packed weights (same parameters and names)."""
+    if packed.available():
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(parent, name, PackedLinearNoTrace(child))
+    return model
+
+
+def _packed_rows(linear: nn.Linear, name: str, rows: slice) -> torch.Tensor:
+    """``linear.weight[rows]`` packed for oneDNN once, repacked when the weight changes."""
+    key = (linear.weight._version, linear.weight.data_ptr())
+    hit = linear.__dict__.get(name)
+    if hit is None or hit[0] != key:
+        with torch.no_grad():
+            hit = (key, torch.ops.mkldnn._reorder_linear_weight(linear.weight[rows].contiguous(), None))
+        linear.__dict__[name] = hit
+    return hit[1]
 
 
 class Rotary(nn.Module):
@@ -50,10 +90,28 @@ class Attention(nn.Module):
 
     def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
         # q and k are the rotated inputs, v the plain ones, so the three projections are separate
+        if _packed_ok(q_in):
+            return self._forward_packed(q_in, k_in, v_in)
         wq, wk, wv = self.qkv.weight.chunk(3)
         bq, bk, bv = self.qkv.bias.chunk(3)
         q, k, v = (self._heads(F.linear(x, w, b)) for x, w, b in ((q_in, wq, bq), (k_in, wk, bk), (v_in, wv, bv)))
         out = F.scaled_dot_product_attention(q, k, v)
+        return self.out(out.transpose(1, 2).flatten(-2))
+
+    def _forward_packed(self, q_in, k_in, v_in):
+        """The same on oneDNN-packed weight slices; a self-attention's q and k (same input) in one product."""
+        w = self.qkv.out_features // 3
+        b = self.qkv.bias
+
+        def proj(x, name, rows):
+            return torch.ops.mkldnn._linear_pointwise(x, _packed_rows(self.qkv, name, rows), b[rows], "none", [], "")
+
+        if q_in is k_in:
+            q, k = proj(q_in, "_packed_qk", slice(0, 2 * w)).chunk(2, dim=-1)
+        else:
+            q, k = proj(q_in, "_packed_q", slice(0, w)), proj(k_in, "_packed_k", slice(w, 2 * w))
+        v = proj(v_in, "_packed_v", slice(2 * w, 3 * w))
+        out = F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
         return self.out(out.transpose(1, 2).flatten(-2))
 
 

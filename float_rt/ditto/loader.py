@@ -9,7 +9,7 @@ import torch
 from ..errors import CheckpointError
 from .config import PUBLISHED_SIZES, LMDMSizes
 from .keys import KeyEntry, lmdm_keys
-from .lmdm import MotionDecoder
+from .lmdm import MotionDecoder, pack_lmdm_linears
 
 LMDM_FILE = "lmdm_v0.4_hubert.pth"
 STATE_ENTRY = "model_state_dict"   # the file is {"model_state_dict": state, ...maybe training entries}
@@ -83,7 +83,8 @@ def load_lmdm(path: str | Path, sizes: LMDMSizes = PUBLISHED_SIZES,
         model = MotionDecoder(sizes)
     tensors, ignored = match_state(lmdm_keys(model), state, path)
     model.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True, assign=True)
-    model = model.to(device).eval()
+    # Linear layers on oneDNN with packed weights on the CPU (same parameters, F.linear elsewhere).
+    model = pack_lmdm_linears(model.to(device).eval())
     return model, LMDMLoadReport(path, ignored, others)
 
 

@@ -8,14 +8,23 @@ from .lmdm import AudioContext, MotionDecoder
 
 
 def guided_prediction(model: MotionDecoder, x: torch.Tensor, cond_frame: torch.Tensor, audio: AudioContext,
-                      t: torch.Tensor, weight: float) -> torch.Tensor:
+                      t: torch.Tensor, weight: float, batched: bool = True) -> torch.Tensor:
     """``unc + (cond - unc) * weight``.
 
-    The two predictions are separate batch-1 forwards, unconditional first, as the published
-    sampler runs them; batching them would change the float rounding, not the math.
+    The published sampler runs the two predictions as separate forwards, unconditional first
+    (``batched=False``); by default they run as one forward of twice the batch, which computes the
+    same rows (within float rounding: the products are blocked differently) in about half the
+    calls and with weights read once.
     """
-    unc = model(x, cond_frame, model.null_context(x.shape[0]), t)
-    cond = model(x, cond_frame, audio, t)
+    if not batched:
+        unc = model(x, cond_frame, model.null_context(x.shape[0]), t)
+        cond = model(x, cond_frame, audio, t)
+        return unc + (cond - unc) * weight
+    b = x.shape[0]
+    null = model.null_context(b)
+    both = AudioContext(torch.cat([null.tokens.to(audio.tokens.dtype), audio.tokens]),
+                        torch.cat([null.pooled.to(audio.pooled.dtype), audio.pooled]))
+    unc, cond = model(torch.cat([x, x]), torch.cat([cond_frame, cond_frame]), both, torch.cat([t, t])).split(b)
     return unc + (cond - unc) * weight
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fast
 from .sizes import DecoderSizes
 
 SPADE_HIDDEN = 128
@@ -30,6 +31,14 @@ class SpadeNorm(nn.Module):
         act = F.relu(self.shared(F.interpolate(cond, size=x.shape[2:], mode="nearest")))
         return normed * (1 + self.gamma(act)) + self.beta(act)
 
+    def modulate(self, x: torch.Tensor, act: torch.Tensor, slope: float | None) -> torch.Tensor:
+        """Fast path: ``leaky_relu(self(x, cond), slope)`` given ``act`` = relu(shared(cond at x's size)),
+        with gamma and beta as one convolution and the result built in place."""
+        w, b = fast.concat_convs(self, "_fast_gamma_beta", [self.gamma, self.beta], [1.0, 0.0])
+        one_plus_gamma, beta = F.conv2d(act, w, b, padding=1).split(x.shape[1], dim=1)
+        out = torch.addcmul(beta, fast.instance_norm(x), one_plus_gamma)
+        return F.leaky_relu_(out, slope) if slope is not None else out
+
 
 class SpadeResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, cond_channels: int):
@@ -44,11 +53,37 @@ class SpadeResBlock(nn.Module):
             self.mod_skip = SpadeNorm(cin, cond_channels)
             self.conv_skip = nn.Conv2d(cin, cout, 1, bias=False)
 
+    def _norms(self) -> list[SpadeNorm]:
+        return [self.mod_in, self.mod_out] + ([self.mod_skip] if self.learned_skip else [])
+
     def forward(self, x, cond):
+        if fast.active(x):
+            return self._forward_fast(x, cond)
         skip = self.conv_skip(self.mod_skip(x, cond)) if self.learned_skip else x
         y = self.conv_in(F.leaky_relu(self.mod_in(x, cond), 0.2))
         y = self.conv_out(F.leaky_relu(self.mod_out(y, cond), 0.2))
         return skip + y
+
+    def _forward_fast(self, x, cond):
+        """Channels-last; the condition branch of all norms as one convolution (they read the same input)."""
+        norms = self._norms()
+        scale = x.shape[2] // cond.shape[2]
+        w, b = fast.concat_convs(self, "_fast_shared", [m.shared for m in norms])
+        if scale > 1 and tuple(x.shape[2:]) == (scale * cond.shape[2], scale * cond.shape[3]):
+            # the condition is the decoder input upsampled by `scale`: convolve it on its own grid
+            w, b = fast.cached(self, f"_fast_shared_up{scale}", (w, b),
+                               lambda: fast.upsampled_conv_weight(w, b, scale))
+            act = fast.upsampled_conv3x3(cond, w, b, scale, relu=True)
+        else:
+            if cond.shape[2:] != x.shape[2:]:
+                cond = F.interpolate(cond, size=x.shape[2:], mode="nearest")
+            act = F.relu_(F.conv2d(cond, w, b, padding=1))
+        acts = act.split(SPADE_HIDDEN, dim=1)
+        y = fast.conv2d_cl(self.conv_in, self.mod_in.modulate(x, acts[0], 0.2))
+        y = fast.conv2d_cl(self.conv_out, self.mod_out.modulate(y, acts[1], 0.2))
+        if self.learned_skip:   # no activation before the skip convolution
+            return y.add_(fast.conv2d_cl(self.conv_skip, self.mod_skip.modulate(x, acts[2], None)))
+        return y.add_(x)
 
 
 class SpadeDecoder(nn.Module):
@@ -65,15 +100,24 @@ class SpadeDecoder(nn.Module):
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, 3, 4H*s, 4W*s) in [0, 1], s = 2 with pixel shuffle."""
-        x = self.entry(feature)
+        conv = _call
+        if fast.active(feature):
+            # channels-last: every convolution below runs in oneDNN's native layout, no reorders
+            feature = feature.contiguous(memory_format=torch.channels_last)
+            conv = fast.conv2d_cl
+        x = conv(self.entry, feature)
         for block in self.middle:
             x = block(x, feature)
         x = self.up_a(F.interpolate(x, scale_factor=2), feature)
         x = self.up_b(F.interpolate(x, scale_factor=2), feature)
-        x = self.to_rgb(F.leaky_relu(x, 0.2))
+        x = conv(self.to_rgb, F.leaky_relu(x, 0.2))
         if self.shuffle > 1:
             x = F.pixel_shuffle(x, self.shuffle)
         return torch.sigmoid(x)
+
+
+def _call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
 
 
 def to_frames(rgb: torch.Tensor) -> torch.Tensor:

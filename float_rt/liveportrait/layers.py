@@ -1,11 +1,16 @@
 """Small building blocks shared by the LivePortrait networks."""
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import nn
+
+from . import fast
 
 
 class ConvBN(nn.Module):
-    """Convolution then batch norm (running statistics in eval), 2-D or 3-D; no activation."""
+    """Convolution then batch norm (running statistics in eval), 2-D or 3-D; no activation.
+
+    In eval on the CPU the batch norm runs folded into the convolution (``fast.fold_bn``)."""
 
     def __init__(self, rank: int, cin: int, cout: int, kernel: int, padding: int):
         super().__init__()
@@ -14,4 +19,8 @@ class ConvBN(nn.Module):
         self.bn = norm(cout)
 
     def forward(self, x):
+        if not self.training and fast.active(x):
+            w, b = fast.fold_bn(self.conv, self.bn, fast.layout_of(x))
+            op = F.conv2d if w.dim() == 4 else F.conv3d
+            return op(x, w, b, self.conv.stride, self.conv.padding, self.conv.dilation, self.conv.groups)
         return self.bn(self.conv(x))

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fast
 from .layers import ConvBN
 from .sizes import WarpSizes
 
@@ -91,14 +92,22 @@ class DenseMotion(nn.Module):
 
         heat = gaussian_heatmaps(grid, x_d) - gaussian_heatmaps(grid, x_s)
         heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1)  # background has none
-        pred = self.hourglass(torch.cat([heat.unsqueeze(2), warped], dim=2).view(b, -1, d, h, w))
+        inp = torch.cat([heat.unsqueeze(2), warped], dim=2).view(b, -1, d, h, w)
+        quick = fast.active(inp)
+        if quick:   # oneDNN's native layout for the 3-D convolutions below
+            inp = inp.contiguous(memory_format=torch.channels_last_3d)
+        pred = self.hourglass(inp)
 
-        weights = torch.softmax(self.mask_head(pred), dim=1)  # over the K+1 candidates
+        if quick and fast.stacked_ok(self.mask_head):
+            logits = fast.conv3d_stacked(pred, self.mask_head)
+        else:
+            logits = self.mask_head(pred)
+        weights = torch.softmax(logits, dim=1)  # over the K+1 candidates
         deformation = (motions.permute(0, 1, 5, 2, 3, 4) * weights.unsqueeze(2)).sum(dim=1)
         deformation = deformation.permute(0, 2, 3, 4, 1)
         occlusion = None
         if self.occlusion_head is not None:
-            occlusion = torch.sigmoid(self.occlusion_head(pred.view(b, -1, h, w)))
+            occlusion = torch.sigmoid(self.occlusion_head(pred.reshape(b, -1, h, w)))
         return deformation, occlusion
 
 

@@ -1,0 +1,217 @@
+"""Faster CPU paths of the renderer, each computing what the plain path computes (fp32 products
+in another order, within ~1e-6 relative), selected per call.
+
+- BatchNorm (eval) folded into the convolution before it: ``w * g/sqrt(v+eps)``, ``(b-m) * g/sqrt(v+eps) + beta``.
+- The warp's dense-motion hourglass runs channels-last-3d, and its 7x7x7 mask convolution (142 -> 22
+  channels) as one 2-D convolution of the 16 depth slices with the 7 depth taps stacked as 154
+  outputs (oneDNN computes output channels in blocks of 16: 22 would cost 32), summed after.
+- The decoder runs channels-last (oneDNN's native layout: no reorder of each activation), with its
+  instance norms computed in place of ``F.instance_norm`` (which would copy a channels-last input),
+  gamma and beta of each SPADE norm as one convolution (``1 +`` folded into gamma's bias), and the
+  condition branch of every SPADE norm of a block in one convolution (they all read the same input).
+- That condition is the decoder's 64x64 input upsampled (nearest) to 128 or 256: a 3x3 convolution
+  of it is computed on the 64x64 grid, each output phase (s*i+p, s*j+q) by a 2x2 kernel whose taps
+  are sums of the 3x3 taps that land on the same coarse pixel (2.25x fewer products).
+
+Derived weights are cached on the module and rebuilt when a parameter changes (``_version``), as
+``float_rt.packed`` does.  ``reference_paths()`` turns every fast path off in this thread (tests
+compare both); they are off anyway off the CPU, under autocast, with gradients, or for non-fp32.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def reference_paths():
+    """Within it (in this thread) every module runs its plain PyTorch path."""
+    before = getattr(_state, "off", False)
+    _state.off = True
+    try:
+        yield
+    finally:
+        _state.off = before
+
+
+def exporting() -> bool:
+    """Tracing, scripting, ONNX export or compiling: graphs get the plain, portable ops."""
+    onnx = sys.modules.get("torch.onnx")      # not imported: no export under way
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or (onnx is not None and onnx.is_in_onnx_export()))
+
+
+def active(x: torch.Tensor) -> bool:
+    return (not getattr(_state, "off", False) and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not exporting())
+
+
+def _key(*tensors) -> tuple:
+    return tuple((t._version, t.data_ptr(), t.dtype, t.device) if t is not None else None for t in tensors)
+
+
+def cached(module: nn.Module, name: str, tensors: tuple, build):
+    """``build()`` cached on ``module`` under ``name`` until one of ``tensors`` changes."""
+    key = _key(*tensors)
+    hit = module.__dict__.get(name)
+    if hit is None or hit[0] != key:
+        with torch.no_grad():
+            hit = (key, build())
+        module.__dict__[name] = hit
+    return hit[1]
+
+
+# ---- batch norm folded into the convolution -----------------------------------------------------------------
+
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last(_3d) for a tensor stored channels-last (and not also plain contiguous), else contiguous."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    for fmt in ((torch.channels_last,) if x.dim() == 4 else (torch.channels_last_3d,) if x.dim() == 5 else ()):
+        if x.is_contiguous(memory_format=fmt):
+            return fmt
+    return torch.contiguous_format
+
+
+def fold_bn(conv: nn.Module, bn: nn.Module, layout: torch.memory_format = torch.contiguous_format
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conv's weight and bias with the eval batch norm after it folded in, the weight stored in
+    ``layout`` (that of the input: a conv would otherwise convert it on every call)."""
+    def build():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        w = conv.weight * scale.reshape(-1, *[1] * (conv.weight.dim() - 1))
+        b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        return w.contiguous(memory_format=layout), ((b - bn.running_mean) * scale + bn.bias).contiguous()
+    return cached(conv, f"_fast_folded_{layout}", (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                                                   bn.running_var), build)
+
+
+# ---- decoder helpers ----------------------------------------------------------------------------------------
+
+def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``F.instance_norm(x, eps=eps)`` (no affine, biased variance), keeping x's memory layout: for one
+    sample the instance statistics are the batch statistics, and the CPU batch norm computes them
+    and normalises in one vectorised kernel (a channels-last ``var_mean`` over (H, W) is ~4x slower)."""
+    if x.shape[0] > 1:
+        return torch.cat([instance_norm(x[i:i + 1], eps) for i in range(x.shape[0])])
+    return F.batch_norm(x, None, None, None, None, True, 0.0, eps)
+
+
+def cl_weight(conv: nn.Conv2d) -> torch.Tensor:
+    """The weight in channels-last layout (a channels-last input would otherwise convert it per call)."""
+    return cached(conv, "_fast_cl", (conv.weight,), lambda: conv.weight.contiguous(memory_format=torch.channels_last))
+
+
+def conv2d_cl(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, cl_weight(conv), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def concat_convs(owner: nn.Module, name: str, convs: list[nn.Conv2d],
+                 bias_offsets: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights (out-channel concatenated, channels-last) and biases of ``convs`` as one
+    convolution; ``bias_offsets`` adds a constant to each conv's bias (``1 + gamma`` from the conv)."""
+    offsets = bias_offsets or [0.0] * len(convs)
+    tensors = tuple(t for c in convs for t in (c.weight, c.bias))
+    return cached(owner, name, tensors, lambda: (
+        torch.cat([c.weight for c in convs]).contiguous(memory_format=torch.channels_last),
+        torch.cat([c.bias + o for c, o in zip(convs, offsets)])))
+
+
+# ---- a 3x3 convolution of a nearest-upsampled input, on the coarse grid --------------------------------------
+
+def _phase_taps(s: int) -> tuple[torch.Tensor, list[int]]:
+    """For upsampling by s: (s, 2, 3) maps from the 3 taps of a fine-grid kernel to a 2-tap window of
+    the coarse grid, per output phase, and each phase's window start (-1: rows c-1, c; 0: rows c, c+1)."""
+    taps = torch.zeros(s, 2, 3)
+    starts = [-1 if p == 0 else 0 for p in range(s)]
+    for p in range(s):
+        for t in range(3):
+            coarse = (p + t - 1) // s            # fine row s*c + p + (t - 1) lies in coarse row c + coarse
+            taps[p, coarse - starts[p], t] = 1.0
+    return taps, starts
+
+
+def upsampled_conv_weight(weight: torch.Tensor, bias: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """3x3 ``weight`` (O, I, 3, 3) -> (s*s*O, I, 2, 2) phase kernels and (s*s*O) biases:
+    ``conv(upsample_s(x))`` = their 2x2 convolution of x, phase (p, q) giving pixels (s*i + p, s*j + q)."""
+    taps, _ = _phase_taps(s)
+    taps = taps.to(weight)
+    w = torch.einsum("put,qvr,oitr->pqoiuv", taps, taps, weight)
+    w = w.reshape(s * s * weight.shape[0], weight.shape[1], 2, 2)
+    return w.contiguous(memory_format=torch.channels_last), bias.repeat(s * s)
+
+
+def upsampled_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, s: int,
+                      relu: bool = False) -> torch.Tensor:
+    """``conv2d(interpolate(x, scale_factor=s, mode='nearest'), w3x3, b, padding=1)`` from the phase
+    kernels of ``upsampled_conv_weight``: 4 taps per output instead of 9, no upsampled input.
+    Returns a channels-last (B, O, s*H, s*W) tensor."""
+    b, _, h, w = x.shape
+    o = weight.shape[0] // (s * s)
+    y = F.conv2d(x, weight, bias, padding=1)                       # (B, s*s*O, H+1, W+1): window rows j-1, j
+    if relu:
+        y = F.relu_(y)
+    _, starts = _phase_taps(s)
+    out = y.new_empty(b, h, s, w, s, o)
+    yv = y.permute(0, 2, 3, 1).unflatten(-1, (s, s, o))           # (B, H+1, W+1, s, s, O)
+    for p in range(s):
+        i0 = 0 if starts[p] == -1 else 1
+        for q in range(s):
+            j0 = 0 if starts[q] == -1 else 1
+            out[:, :, p, :, q] = yv[:, i0:i0 + h, j0:j0 + w, p, q]
+    return out.view(b, s * h, s * w, o).permute(0, 3, 1, 2)
+
+
+# ---- a 3-D convolution as a 2-D one over depth slices -------------------------------------------------------
+
+def stacked_ok(conv: nn.Conv3d) -> bool:
+    kd = conv.kernel_size[0]
+    return (kd % 2 == 1 and conv.padding[0] == kd // 2 and conv.stride == (1, 1, 1)
+            and conv.dilation == (1, 1, 1) and conv.groups == 1)
+
+
+def conv3d_stacked(x: torch.Tensor, conv: nn.Conv3d, weight: torch.Tensor | None = None,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv3d(x, weight, bias, padding=conv.padding)`` (default: the conv's own weight and bias) as
+    one 2-D convolution of every depth slice with all kd depth taps' kernels stacked as outputs
+    (kd*O channels: oneDNN pads output channels to blocks of 16, and the 21+1 of the mask head
+    become 154 instead of 22), then the taps summed with their depth shifts.  Channels-last in and out."""
+    weight = conv.weight if weight is None else weight
+    bias = conv.bias if bias is None else bias
+    if x.shape[0] > 1:   # one sample at a time: the stacked output is kd times the final one
+        return torch.cat([conv3d_stacked(x[i:i + 1], conv, weight, bias) for i in range(x.shape[0])])
+    b, c, d, h, w = x.shape
+    o, _, kd, kh, kw = weight.shape
+    pd = kd // 2
+    stacked = cached(conv, "_fast_stacked", (weight,), lambda: weight.permute(2, 0, 1, 3, 4).reshape(
+        kd * o, c, kh, kw).contiguous(memory_format=torch.channels_last))
+    x2 = x.contiguous(memory_format=torch.channels_last_3d).permute(0, 2, 1, 3, 4).reshape(b * d, c, h, w)
+    u = F.conv2d(x2, stacked, None, padding=conv.padding[1:]).permute(0, 2, 3, 1).view(b, d, h, w, kd, o)
+    out = u[:, :, :, :, pd].contiguous()                                   # (B, D, H, W, O)
+    for j in range(kd):
+        shift = j - pd                                                     # tap j reads slice z + shift
+        if shift > 0:
+            out[:, :d - shift] += u[:, shift:, :, :, j]
+        elif shift < 0:
+            out[:, -shift:] += u[:, :d + shift, :, :, j]
+    if bias is not None:
+        out += bias
+    return out.permute(0, 4, 1, 2, 3)                                      # (B, O, D, H, W), channels-last-3d
+
+
+# ---- what ran ----------------------------------------------------------------------------------------------
+
+def chosen_paths(renderer: nn.Module | None = None) -> dict:
+    """The paths the renderer takes on this CPU in fp32 (for benchmarks and logs)."""
+    on = not getattr(_state, "off", False)
+    return {"batchnorm_folded": on, "decoder_channels_last": on, "spade_convs_merged": on,
+            "warp_hourglass_channels_last_3d": on, "mask_conv": "depth taps stacked, 2-D" if on else "3-D",
+            "spade_upsampled_cond_conv": "2x2 phase kernels on the coarse grid" if on else "3x3 on the upsampled grid",
+            "onednn": torch.backends.mkldnn.is_available()}

@@ -1,0 +1,176 @@
+"""The CPU fast paths of the Ditto family compute what the plain paths compute.
+
+Each test runs one module both ways (``float_rt.liveportrait.fast.reference_paths`` /
+``float_rt.packed.unpacked`` / ``batched=False`` force the plain path) on random weights with
+non-trivial statistics and compares; the published-size speed itself is ``float_rt.ditto.bench``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from float_rt.liveportrait import fast
+from float_rt.liveportrait.decoder import SpadeDecoder
+from float_rt.liveportrait.layers import ConvBN
+from float_rt.liveportrait.sizes import DecoderSizes, DenseMotionSizes, WarpSizes
+from float_rt.liveportrait.warp import Warper
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random weights, biases and batch-norm statistics (the defaults would make BN an identity)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if t.dtype != torch.float32:
+                continue
+            if name.endswith("running_var"):
+                t.copy_(0.5 + torch.rand(t.shape, generator=gen))
+            elif t.dim() >= 2:
+                t.copy_(torch.randn(t.shape, generator=gen) / t[0].numel() ** 0.5)
+            else:
+                t.copy_(0.3 * torch.randn(t.shape, generator=gen) + (1.0 if name.endswith("bn.weight") else 0.0))
+    return module.eval()
+
+
+def both_paths(fn):
+    with torch.no_grad():
+        out = fn()
+        with fast.reference_paths():
+            ref = fn()
+    return out, ref
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_conv_bn_folded_equals_conv_then_bn(rank):
+    m = randomise(ConvBN(rank, 6, 10, 3, 1))
+    x = torch.randn(2, 6, *([5] * rank))
+    out, ref = both_paths(lambda: m(x))
+    assert rel(out, ref) < 1e-6
+    assert not fast.active(x)   # outside no_grad the plain path runs (training, autograd)
+    # a changed batch norm is picked up (the folded weights are rebuilt)
+    with torch.no_grad():
+        m.bn.running_mean += 1.0
+    out2, ref2 = both_paths(lambda: m(x))
+    assert rel(out2, ref2) < 1e-6 and rel(out2, out) > 1e-3
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_conv_of_upsampled_input_on_the_coarse_grid(scale):
+    x = torch.randn(2, 5, 7, 6)
+    w, b = torch.randn(4, 5, 3, 3), torch.randn(4)
+    ref = F.conv2d(F.interpolate(x, scale_factor=scale, mode="nearest"), w, b, padding=1)
+    pw, pb = fast.upsampled_conv_weight(w, b, scale)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = fast.upsampled_conv3x3(x.contiguous(memory_format=layout), pw, pb, scale)
+        assert out.shape == ref.shape
+        assert rel(out, ref) < 1e-6
+    relu = fast.upsampled_conv3x3(x, pw, pb, scale, relu=True)
+    assert rel(relu, F.relu(ref)) < 1e-6
+
+
+def test_instance_norm_both_layouts_and_batches():
+    for b in (1, 3):
+        x = 2 + 3 * torch.randn(b, 8, 9, 7)
+        ref = F.instance_norm(x, eps=1e-5)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert rel(fast.instance_norm(x.contiguous(memory_format=layout)), ref) < 1e-6
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_decoder_fast_path_equals_plain(batch):
+    """Channels-last, merged SPADE convolutions, 1+gamma in the bias, the condition convolved on
+    its own grid at 2x and 4x, and the skip without activation."""
+    d = randomise(SpadeDecoder(DecoderSizes(block_expansion=8, max_features=32, out_channels=8)), seed=1)
+    feature = torch.randn(batch, d.sizes.in_channels, 16, 16)
+    out, ref = both_paths(lambda: d(feature))
+    assert out.shape == ref.shape == (batch, 3, 128, 128)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert rel(out, ref) < 1e-5
+
+
+def test_warp_fast_path_equals_plain():
+    sizes = WarpSizes(block_expansion=8, max_features=32, reshape_channel=4,
+                      dense_motion=DenseMotionSizes(block_expansion=8, max_features=32, num_blocks=2,
+                                                    reshape_depth=8, compress=2))
+    w = randomise(Warper(sizes), seed=2)
+    gen = torch.Generator().manual_seed(3)
+    f_s = torch.randn(1, 4, 8, 16, 16, generator=gen)
+    x_s = 0.5 * torch.randn(1, 21, 3, generator=gen)
+    x_d = x_s + 0.05 * torch.randn(2, 21, 3, generator=gen)
+    out, ref = both_paths(lambda: w(f_s, x_s, x_d))
+    assert rel(out, ref) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def lmdm(tmp_path_factory):
+    from float_rt.ditto.config import LMDMSizes
+    from float_rt.ditto.loader import load_lmdm
+    from float_rt.ditto.recipe import write_lmdm_recipe
+    path = write_lmdm_recipe(tmp_path_factory.mktemp("lmdm") / "lmdm.pth", LMDMSizes.tiny())
+    return load_lmdm(path, LMDMSizes.tiny())[0]
+
+
+def _lmdm_inputs(model, batch=1):
+    gen = torch.Generator().manual_seed(4)
+    s = model.sizes
+    return (torch.randn(batch, s.seq_len, s.motion_dim, generator=gen), torch.randn(batch, s.motion_dim, generator=gen),
+            torch.randn(batch, s.seq_len, s.cond_dim, generator=gen), torch.full((batch,), 979, dtype=torch.long))
+
+
+def test_lmdm_loaded_with_packed_linears_equals_f_linear(lmdm):
+    from float_rt import packed
+    if not packed.available():
+        pytest.skip("no oneDNN")
+    assert any(isinstance(m, packed.PackedLinear) for m in lmdm.modules())
+    x, cond_frame, cond, t = _lmdm_inputs(lmdm)
+    with torch.no_grad():
+        out = lmdm(x, cond_frame, lmdm.audio_context(cond), t)
+        with packed.unpacked():
+            ref = lmdm(x, cond_frame, lmdm.audio_context(cond), t)
+    assert rel(out, ref) < 1e-5
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_guidance_in_one_batch_equals_two_forwards(lmdm, batch):
+    from float_rt.ditto.sampler import guided_prediction
+    x, cond_frame, cond, t = _lmdm_inputs(lmdm, batch)
+    with torch.no_grad():
+        audio = lmdm.audio_context(cond)
+        one = guided_prediction(lmdm, x, cond_frame, audio, t, 2.0)
+        two = guided_prediction(lmdm, x, cond_frame, audio, t, 2.0, batched=False)
+    assert one.shape == two.shape == x.shape
+    assert rel(one, two) < 1e-5
+
+
+def test_bench_reports_the_official_keys():
+    from float_rt.ditto.bench import KEYS, run_ditto_bench
+    from float_rt.ditto.config import LMDMSizes
+    from float_rt.liveportrait.sizes import AppearanceSizes, MotionSizes, RendererSizes
+    tiny = RendererSizes(appearance=AppearanceSizes(block_expansion=8, max_features=32, reshape_channel=4,
+                                                    reshape_depth=8, num_resblocks=1),
+                         motion=MotionSizes(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128)),
+                         warp=WarpSizes(block_expansion=8, max_features=32, reshape_channel=4,
+                                        dense_motion=DenseMotionSizes(block_expansion=8, max_features=32, num_blocks=2,
+                                                                      reshape_depth=8, compress=2)),
+                         decoder=DecoderSizes(block_expansion=8, max_features=32, out_channels=8))
+    before = torch.get_num_threads()
+    res = run_ditto_bench(threads=1, repeat=1, log=lambda s: None, renderer_sizes=tiny, lmdm_sizes=LMDMSizes.tiny(),
+                          official={"render_s_per_frame": 1.0})
+    torch.set_num_threads(before)
+    for key in (*KEYS, "lmdm_step_cached_s", "lmdm_window_s_10steps"):
+        assert res[key] > 0
+    assert res["ratios"]["render_s_per_frame"] == pytest.approx(1.0 / res["render_s_per_frame"])
+    assert res["chosen_paths"]["renderer"]["batchnorm_folded"]
