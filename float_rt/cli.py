@@ -156,23 +156,22 @@ def cmd_convert(a) -> None:
 def cmd_bench(a) -> None:
     import json
     cfg = load_config_arg(a.config, "bench")
-    ckpt = checkpoints_arg(a.checkpoints)
+    fam = family_of(cfg)
+    if a.checkpoints or fam.bench_reads_weights:
+        checkpoints_arg(a.checkpoints, fam)
     official = None
     if a.official:
         try:
-            official = json.loads(Path(a.official).read_text())
-        except (OSError, ValueError) as exc:
+            official = json.loads(Path(a.official).read_text().strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError) as exc:
             raise FloatRTError(f"cannot read {a.official}: {exc}") from exc
 
     import torch
 
-    from .bench import run_bench, write_json
-    from .pipeline import FloatPipeline
+    from .bench import write_json
     if a.threads:
         torch.set_num_threads(a.threads)
-    pipe = FloatPipeline.from_checkpoints(ckpt, cfg, a.device)
-    res = run_bench(pipe, cfg, repeat=a.repeat, decode_frames=a.decode_frames, e2e_seconds=a.seconds,
-                    official=official)
+    res = fam.bench(cfg, a, official)
     if a.json:
         write_json(res, a.json)
 

@@ -34,6 +34,7 @@ class Family(Protocol):
     licence: str                     # printed by ``download``
     licence_needs_acceptance: bool   # download refuses without --accept-license
     no_checkpoints: str              # the message when no folder is given or downloaded ({default}: where)
+    bench_reads_weights: bool        # ``bench`` times the given (or downloaded) weights, not recipe ones
 
     # ---- configs and files (no torch)
     def parse_config(self, raw: dict, name: str) -> Any:
@@ -76,6 +77,10 @@ class Family(Protocol):
 
     def download(self, repo: str, revision: str | None, dest: Path, cfg: Any, cfg_name: str) -> Path:
         """Fetch the published files the family needs and check them with the loader."""
+
+    def bench(self, cfg: Any, args: argparse.Namespace, official: dict | None) -> dict:
+        """``float-rt bench``: what the product's stages cost on this machine (seconds, the official
+        bench's key names), with same-run ratios when ``official`` is given."""
 
     def recognises_case(self, raw: dict) -> bool:
         """Whether a reference case's ``config.json`` belongs to this family."""

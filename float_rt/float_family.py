@@ -28,6 +28,7 @@ class FloatFamily:
     emotions = EMOTIONS
     generate_options = frozenset({"a_cfg_scale", "e_cfg_scale", "nfe", "no_crop", "decode_batch", "engines",
                                   "backend"})
+    bench_reads_weights = True
     commands = frozenset({"generate", "download", "demo-weights", "reference", "convert", "bench", "engine", "export"})
     default_repo = "yuvraj108c/float"    # the mirror the ComfyUI FLOAT wrapper downloads from
     licence_needs_acceptance = True
@@ -132,6 +133,14 @@ class FloatFamily:
     def download(self, repo: str, revision: str | None, dest: Path, cfg, cfg_name: str) -> Path:
         from .download import download
         return download(repo, revision, dest, cfg.model, cfg_name)
+
+    def bench(self, cfg, args: argparse.Namespace, official: dict | None) -> dict:
+        from .bench import run_bench
+        from .cli import checkpoints_arg
+        from .pipeline import FloatPipeline
+        pipe = FloatPipeline.from_checkpoints(checkpoints_arg(args.checkpoints), cfg, args.device)
+        return run_bench(pipe, cfg, repeat=args.repeat, decode_frames=args.decode_frames, e2e_seconds=args.seconds,
+                         official=official)
 
     def recognises_case(self, raw: dict) -> bool:
         return "float" in raw

@@ -37,7 +37,8 @@ class DittoFamily:
     name = "ditto"
     emotions = EMOTION_LABELS
     generate_options = frozenset({"steps", "paste_back"})
-    commands = frozenset({"generate", "download", "demo-weights", "reference", "export"})
+    bench_reads_weights = False
+    commands = frozenset({"generate", "download", "demo-weights", "reference", "bench", "export"})
     default_repo = REPO
     licence = LICENCE
     licence_needs_acceptance = False   # Apache-2.0 and MIT: nothing to accept
@@ -143,6 +144,20 @@ class DittoFamily:
         for line in check_folder(cfg, dest, cfg_name):
             print(line)
         return dest
+
+    def bench(self, cfg, args: argparse.Namespace, official: dict | None) -> dict:
+        # The cost of a network does not depend on its weights: the config's sizes on recipe
+        # weights, written and loaded through the product's loaders.
+        import sys
+
+        import torch
+
+        from .bench import run_ditto_bench
+        if args.checkpoints:
+            print("note: the Ditto bench times the config's sizes on recipe weights (the time does not depend "
+                  "on the weights); --checkpoints is not read", file=sys.stderr)
+        return run_ditto_bench(threads=args.threads or torch.get_num_threads(), repeat=args.repeat,
+                               official=official, renderer_sizes=cfg.renderer, lmdm_sizes=cfg.lmdm)
 
     def recognises_case(self, raw: dict) -> bool:
         return "lmdm" in raw.get("sizes", {}) and "setup_kwargs" in raw
