@@ -62,9 +62,15 @@ def pack_linears(module: nn.Module) -> nn.Module:
     return module
 
 
+def plain() -> bool:
+    """Whether this thread is inside ``unpacked()``: every fast path runs its plain PyTorch ops."""
+    return getattr(_state, "off", False)
+
+
 @contextlib.contextmanager
 def unpacked():
-    """Within it (in this thread), packed layers run ``F.linear`` (for side-by-side benchmarks)."""
+    """Within it (in this thread), packed layers run ``F.linear`` and every other fast path of the
+    model layer its plain PyTorch ops (side-by-side benchmarks, tests that force each path)."""
     before = getattr(_state, "off", False)
     _state.off = True
     try:

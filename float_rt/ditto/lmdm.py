@@ -25,7 +25,7 @@ def _packed_ok(x: torch.Tensor) -> bool:
     exported; see ``float_rt.packed``)."""
     return (packed.available() and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
-            and not getattr(packed._state, "off", False) and not exporting())
+            and not packed.plain() and not exporting())
 
 
 class PackedLinearNoTrace(packed.PackedLinear):

@@ -19,26 +19,16 @@ compare both); they are off anyway off the CPU, under autocast, with gradients, 
 """
 from __future__ import annotations
 
-import contextlib
 import sys
-import threading
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_state = threading.local()
+from ..packed import plain, unpacked
 
-
-@contextlib.contextmanager
-def reference_paths():
-    """Within it (in this thread) every module runs its plain PyTorch path."""
-    before = getattr(_state, "off", False)
-    _state.off = True
-    try:
-        yield
-    finally:
-        _state.off = before
+# One switch for every fast path of the model layer: float_rt.packed's.
+reference_paths = unpacked
 
 
 def exporting() -> bool:
@@ -49,7 +39,7 @@ def exporting() -> bool:
 
 
 def active(x: torch.Tensor) -> bool:
-    return (not getattr(_state, "off", False) and x.device.type == "cpu" and x.dtype == torch.float32
+    return (not plain() and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not exporting())
 
 
@@ -210,7 +200,7 @@ def conv3d_stacked(x: torch.Tensor, conv: nn.Conv3d, weight: torch.Tensor | None
 
 def chosen_paths(renderer: nn.Module | None = None) -> dict:
     """The paths the renderer takes on this CPU in fp32 (for benchmarks and logs)."""
-    on = not getattr(_state, "off", False)
+    on = not plain()
     return {"batchnorm_folded": on, "decoder_channels_last": on, "spade_convs_merged": on,
             "warp_hourglass_channels_last_3d": on, "mask_conv": "depth taps stacked, 2-D" if on else "3-D",
             "spade_upsampled_cond_conv": "2x2 phase kernels on the coarse grid" if on else "3x3 on the upsampled grid",
