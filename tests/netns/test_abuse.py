@@ -260,3 +260,22 @@ def test_every_frame_sent_is_counted_and_the_session_logged(small_ckpt, client_m
         assert " ended after " in lines[1] and f"{int(sent)} frames sent" in lines[1], lines
     finally:
         srv.stop()
+
+
+def test_speech_queued_ahead_is_capped(small_ckpt, client_mod):
+    srv = make_server(small_ckpt, max_queued_audio_s=1.0)
+    try:
+        async def main():
+            c = client_mod.AvatarClient(srv.url, None, audio_input="pcm", pcm_rate=16000)
+            await c.connect()
+            await c.send_pcm(np.zeros(3 * 16000, np.int16))       # a 3 s reply at once: queued
+            await c.send_pcm(np.zeros(16000, np.int16))           # more while 3 s wait: over the cap
+            await eventually(lambda: c.errors)
+            await c.close()
+            return c
+
+        c = asyncio.run(main())
+        assert [e["code"] for e in c.errors] == ["rate_limited"]
+        assert "max_queued_audio_s" in c.errors[0]["message"]
+    finally:
+        srv.stop()
