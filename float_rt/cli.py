@@ -172,6 +172,16 @@ def cmd_bench(a) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     res = fam.bench(cfg, a, official)
+    if a.busy_core:
+        from .cpu import busy_core
+        print("\nthe same with one core kept busy by another process:")
+        with busy_core():
+            busy = fam.bench(cfg, a, None)
+        res["busy"] = {k: v for k, v in busy.items()
+                       if (isinstance(v, (int, float)) and not isinstance(v, bool)) or k == "rows"}
+        for key, idle in res.items():
+            if isinstance(idle, float) and isinstance(res["busy"].get(key), float) and idle > 0:
+                print(f"  {key}: idle {idle:.4g}, one core busy {res['busy'][key]:.4g} (x{res['busy'][key] / idle:.2f})")
     if a.json:
         write_json(res, a.json)
 
@@ -237,6 +247,9 @@ def add_commands(sub) -> None:
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--official", default=None, help="JSON from shared/tools/official-bench, run right before: "
                                                     "prints the same-run ratios")
+    b.add_argument("--busy-core", action="store_true",
+                   help="run the rows again with one core kept busy by another process; the JSON holds them "
+                        "under `busy` with the same names")
     b.set_defaults(func=cmd_bench)
 
 

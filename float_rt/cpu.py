@@ -11,11 +11,14 @@
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -50,6 +53,18 @@ def flush_denormal() -> bool:
 def tune(keep: bool = True, flush: bool = True) -> dict:
     """Apply the settings; returns what is in effect (for benchmarks and logs)."""
     return {"keep_heap": keep and keep_heap(), "flush_denormal": flush and flush_denormal()}
+
+
+@contextlib.contextmanager
+def busy_core():
+    """Another process keeps one core busy meanwhile (a server's media threads, a neighbour): what
+    a benchmark measures under it is what a loaded machine gets."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def cpu_info() -> dict:

@@ -339,15 +339,3 @@ def test_ditto_input_errors_come_before_heavy_imports(tiny_ckpt, photo, speech_w
                                speech_wav, "--out", tmp_path / "o.mp4", *extra)
     assert rc == 2 and heavy == [] and len(errors) == 1, errors
 
-
-def test_bench_writes_the_official_key_names(tmp_path):
-    """`float-rt bench --config ditto-tiny --json`: the figures under the official bench's names, so
-    the two divide (published sizes are the same command with --config ditto)."""
-    out = tmp_path / "bench.json"
-    official = tmp_path / "official.json"
-    official.write_text(json.dumps({"render_s_per_frame": 1.0, "lmdm_guided_step_s": 1.0}))
-    assert main(["bench", "--config", "ditto-tiny", "--repeat", "1", "--json", str(out),
-                 "--official", str(official)]) == 0
-    res = json.loads(out.read_text())
-    for key in ("render_s_per_frame", "lmdm_guided_step_s", "warp_s_per_frame", "decoder_s_per_frame"):
-        assert res[key] > 0, key
