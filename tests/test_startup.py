@@ -88,3 +88,16 @@ def test_a_busy_port_is_one_line_before_the_model_loads(small_ckpt):
             assert errors == [f"error: port {port} on 127.0.0.1 is already in use: stop what holds it, "
                               "or choose another with --port"], stderr
             assert "torch" not in heavy and "Traceback" not in stderr
+
+
+def test_openmp_threads_sleep_when_waiting_unless_the_user_says_otherwise():
+    """float_rt sets OMP_WAIT_POLICY=PASSIVE before torch loads (a busy core otherwise makes the
+    model 2-3x slower); the commands load torch only after it."""
+    probe = ("import os, sys; from server.cli import main; import torch; "
+             "print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.stdout.split() == ["PASSIVE"], r.stderr
+    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.stdout.split() == ["ACTIVE"], r.stderr
