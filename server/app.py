@@ -31,10 +31,9 @@ from .config import ServerConfig, packaged_page
 from .connection import Connection
 from .ice import configure_host_candidates
 from .listen import listening_socket
-from .startup import banner, certificate_names, check_exposure, is_recipe, prepare, tls_context
 from .metrics import Metrics
-from .listen import is_loopback
-from .policy import AddressLimits, HostPolicy, Limits, OriginPolicy, client_address, is_trusted
+from .policy import AddressLimits, HostPolicy, Limits, OriginPolicy, client_address, is_loopback, is_trusted
+from .startup import banner, certificate_names, check_exposure, is_recipe, prepare, tls_context
 from .upload import decode_upload
 
 log = logging.getLogger(__name__)
@@ -164,15 +163,16 @@ class AvatarServer:
     def scheme(self) -> str:
         return "https" if self.ssl is not None else "http"
 
-    def _peer(self, conn: ServerConnection, request: Request) -> tuple[str, str | None, str]:
-        """(client address, Host, scheme) as the client used them, through trusted proxies."""
+    def _peer(self, conn: ServerConnection, request: Request) -> tuple[str, str | None, str, bool]:
+        """(client address, Host, scheme) as the client used them, through trusted proxies, and
+        whether the request came through one."""
         peer = conn.remote_address[0] if conn.remote_address else "?"
         h, proxies = request.headers, self.cfg.trusted_proxies
         if is_trusted(peer, proxies):
             # The page's own origin is the one the proxy was asked for.
             return (client_address(peer, h.get("X-Forwarded-For"), proxies),
-                    h.get("X-Forwarded-Host") or h.get("Host"), h.get("X-Forwarded-Proto") or self.scheme)
-        return peer, h.get("Host"), self.scheme
+                    h.get("X-Forwarded-Host") or h.get("Host"), h.get("X-Forwarded-Proto") or self.scheme, True)
+        return peer, h.get("Host"), self.scheme, False
 
     def _refuse(self, status: http.HTTPStatus, reason: str, why: str) -> Response:
         self.metrics.refused[reason] += 1
@@ -188,8 +188,8 @@ class AvatarServer:
 
     def _route(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        ip, host, scheme = self._peer(conn, request)
-        if not is_trusted(conn.remote_address[0] if conn.remote_address else "?", self.cfg.trusted_proxies):
+        ip, host, scheme, proxied = self._peer(conn, request)
+        if not proxied:             # a trusted proxy's requests follow its rules (X-Forwarded-Host)
             why = self.hosts.refuse(host)
             if why:
                 return self._refuse(http.HTTPStatus.FORBIDDEN, "host", why)

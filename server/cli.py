@@ -17,7 +17,7 @@ from float_rt.errors import FloatRTError
 def cmd_serve(a) -> None:
     from .config import load_server_config
     from .listen import listening_socket
-    from .startup import check_exposure, check_weights, tls_context
+    from .startup import refuse_early
     try:
         cfg = load_server_config(a.server_config, host=a.host, port=a.port, config=a.config,
                                  checkpoints=a.checkpoints, stream_config=a.stream_config, device=a.device,
@@ -35,9 +35,7 @@ def cmd_serve(a) -> None:
         raise FloatRTError(str(exc)) from exc
     logging.getLogger("float_rt.sessions").setLevel(logging.INFO)    # one line per session start and end
     # Every refusal comes first, in a moment: exposure, TLS, the weights' folder, the port.
-    check_exposure(cfg)
-    tls_context(cfg)
-    check_weights(cfg)
+    refuse_early(cfg)
     sock = listening_socket(cfg.host, cfg.port)
     if cfg.workers > 1:
         from .workers import run_workers

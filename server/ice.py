@@ -6,10 +6,9 @@ addresses offered (process-wide: aioice has no per-connection option for it).
 """
 from __future__ import annotations
 
-
 import aioice.ice
 
-from .listen import is_loopback
+from .policy import is_loopback
 
 _original = aioice.ice.get_host_addresses
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 
 from float_rt.errors import FloatRTError
@@ -24,11 +23,3 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.set_inheritable(True)
     return sock
 
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

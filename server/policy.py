@@ -73,11 +73,13 @@ def host_name(host: str | None) -> str | None:
     return name.lower().rstrip(".") if name else None
 
 
-def _loopback_name(name: str) -> bool:
-    if name in LOOPBACK_NAMES or name.endswith(".localhost"):     # RFC 6761: only ever this machine
+def is_loopback(host: str) -> bool:
+    """A name or address that only ever means this machine: a loopback address, ``localhost``, or
+    a name under ``.localhost`` (RFC 6761)."""
+    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -99,7 +101,7 @@ class HostPolicy:
         if not self.loopback:
             return None
         name = host_name(host)
-        if name is not None and (_loopback_name(name) or name in self.names):
+        if name is not None and (is_loopback(name) or name in self.names):
             return None
         return (f"Host {host!r} is not a name of this loopback server (DNS rebinding?); "
                 "the operator can allow it with --allowed-host")

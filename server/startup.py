@@ -17,7 +17,7 @@ from float_rt.family import family_of
 from float_rt.resources import cache_dir, config_path
 
 from .config import ServerConfig
-from .listen import is_loopback
+from .policy import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -66,30 +66,37 @@ def check_exposure(cfg: ServerConfig) -> None:
                 "avatar sessions", cfg.host)
 
 
-def check_weights(cfg: ServerConfig) -> None:
-    """The model config (its family must run live) and the checkpoint folder, by names alone
-    (no demo weights written yet)."""
+def check_weights(cfg: ServerConfig) -> Path | None:
+    """The model config (its family must run live) and the checkpoint folder, by names alone;
+    returns the folder (None for --demo: its weights are written later, by ``prepare``)."""
     model_cfg = load_config_arg(DEMO_CONFIG if cfg.demo else cfg.config)
     if cfg.demo:
-        return
+        return None
     try:
-        checkpoints_arg(cfg.checkpoints, family_of(model_cfg))
+        return checkpoints_arg(cfg.checkpoints, family_of(model_cfg))
     except FloatRTError as exc:
         if cfg.checkpoints:
             raise
         raise FloatRTError(f"{exc}\nOr serve the embedded demo weights: float-rt serve --demo") from None
 
 
-def prepare(cfg: ServerConfig) -> None:
-    """Everything that can refuse to start, before any model loads: exposure, TLS, weights."""
+def refuse_early(cfg: ServerConfig) -> Path | None:
+    """Every refusal, in a moment and before the port or the model: exposure, TLS, the weights'
+    folder (returned, None for --demo)."""
     check_exposure(cfg)
     tls_context(cfg)
-    check_weights(cfg)
+    return check_weights(cfg)
+
+
+def prepare(cfg: ServerConfig) -> None:
+    """Everything that can refuse to start, before any model loads; then the weights settled
+    (demo weights written, the downloaded folder when none was given)."""
+    folder = refuse_early(cfg)
     if cfg.demo:
         cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
         cfg.config = DEMO_CONFIG
-    elif not cfg.checkpoints:
-        cfg.checkpoints = str(checkpoints_arg(None, family_of(load_config_arg(cfg.config))))
+    else:
+        cfg.checkpoints = str(folder)
 
 
 def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
@@ -131,5 +138,3 @@ def banner(cfg: ServerConfig, model: str, port: int, workers: int = 1) -> str:
             f"(signalling at {'wss' if tls else 'ws'}://{where}/ws)"
             + (f", {workers} worker processes" if workers > 1 else "")
             + ("  [demo weights: output is noise, not a face]" if is_recipe(cfg) else ""))
-
-

@@ -32,10 +32,10 @@ from float_rt.errors import FloatRTError
 from float_rt.resources import config_path
 
 from .app import AvatarServer
-from .startup import banner, check_exposure, prepare, tls_context
 from .config import ServerConfig
 from .listen import listening_socket
 from .metrics import Metrics
+from .startup import banner, check_exposure, prepare, tls_context
 
 log = logging.getLogger(__name__)
 
