@@ -164,13 +164,12 @@ class Session:
             span = self.audio.push(samples, sample_rate, pts)
             self.stats.sanitised_samples = self.audio.sanitised
             limit = int(self.stream_cfg.max_input_seconds * self.audio.rate)
-            queued = self.audio.end - self.carry.next_frame * self.spf
-            if queued > limit:
+            if self._queued_samples() > limit:
                 self.audio.drop_after(self.carry.next_frame * self.spf + limit)
                 raise FloatRTError(f"more than {self.stream_cfg.max_input_seconds:g} s of audio queued; "
                                    "the excess was dropped")
-            self._arrivals.append((self.audio.end, self.clock()))
             self.last_input = self.clock()
+            self._arrivals.append((self.audio.end, self.last_input))
         self._wake_engine()
         return span
 
@@ -258,10 +257,14 @@ class Session:
         return self.closed or (self.ended and self.total_frames is not None
                                and self.carry.next_frame >= self.total_frames)
 
+    def _queued_samples(self) -> int:
+        """Input audio (model samples) not yet turned into frames; the caller holds the lock."""
+        return self.audio.end - self.carry.next_frame * self.spf
+
     def queued_seconds(self) -> float:
         """Input audio not yet turned into frames (a TTS reply pushed ahead of the clock)."""
         with self._lock:
-            return max(0, self.audio.end - self.carry.next_frame * self.spf) / self.audio.rate
+            return max(0, self._queued_samples()) / self.audio.rate
 
     def available_frames(self) -> int:
         if self.features is not None:
