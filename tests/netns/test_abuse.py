@@ -44,6 +44,13 @@ def metric(srv, name, token=None):
     return values[0] if values else 0.0
 
 
+async def pcm_client(client_mod, srv):
+    """A client with a session whose speech comes as PCM messages (a voice agent's TTS), connected."""
+    c = client_mod.AvatarClient(srv.url, None, audio_input="pcm", pcm_rate=16000)
+    await c.connect()
+    return c
+
+
 async def hello(url):
     ws = await websockets.connect(url, max_size=None, compression=None)
     assert json.loads(await asyncio.wait_for(ws.recv(), HANG_S))["type"] == "hello"
@@ -69,8 +76,7 @@ def test_a_flood_is_refused_and_closed_while_others_go_on(small_ckpt, client_mod
                                          on_video=lambda f, t: frames.append(t))
         await victim.connect()
         await eventually(lambda: len(frames) > 10)
-        attacker = client_mod.AvatarClient(srv.url, None, audio_input="pcm", pcm_rate=16000)
-        await attacker.connect()
+        attacker = await pcm_client(client_mod, srv)
         poller = threading.Thread(target=poll_health, daemon=True)
         poller.start()
         before, sent, t0 = len(frames), 0, time.monotonic()
@@ -225,8 +231,7 @@ def test_an_idle_session_is_closed_with_a_reason(small_ckpt, client_mod):
     srv = make_server(small_ckpt, idle_timeout_s=1.5)
     try:
         async def main():
-            c = client_mod.AvatarClient(srv.url, None, audio_input="pcm", pcm_rate=16000)
-            await c.connect()                                     # then says and sends nothing
+            c = await pcm_client(client_mod, srv)                   # then says and sends nothing
             await eventually(lambda: c.ws.state.name == "CLOSED")
             return c
 
@@ -266,8 +271,7 @@ def test_speech_queued_ahead_is_capped(small_ckpt, client_mod):
     srv = make_server(small_ckpt, max_queued_audio_s=1.0)
     try:
         async def main():
-            c = client_mod.AvatarClient(srv.url, None, audio_input="pcm", pcm_rate=16000)
-            await c.connect()
+            c = await pcm_client(client_mod, srv)
             await c.send_pcm(np.zeros(3 * 16000, np.int16))       # a 3 s reply at once: queued
             await c.send_pcm(np.zeros(16000, np.int16))           # more while 3 s wait: over the cap
             await eventually(lambda: c.errors)
