@@ -101,3 +101,8 @@ def test_openmp_threads_sleep_when_waiting_unless_the_user_says_otherwise():
     r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                        capture_output=True, text=True, timeout=300)
     assert r.stdout.split() == ["ACTIVE"], r.stderr
+
+
+def test_the_package_exports_what_it_says():
+    import float_rt
+    assert all(hasattr(float_rt, name) for name in float_rt.__all__)
