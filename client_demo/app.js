@@ -36,6 +36,7 @@ function onMessage(msg, onHello) {
     $("notice").style.display = msg.demo_weights ? "block" : "none";
     fillSelect($("preset"), msg.presets);
     fillSelect($("emotion"), msg.emotions);
+    $("s-model").textContent = msg.family ? `${msg.model} (${msg.family} family)` : msg.model;
     onHello(msg);
   } else if (msg.type === "answer" && answerWaiter) {
     answerWaiter.resolve(msg);
@@ -111,6 +112,9 @@ async function start() {
     const upload = await readUpload();
     if (upload) offer.avatar = upload; else offer.preset = $("preset").value;
     offer.emotion = $("emotion").value;
+    if ($("pasteback").checked) offer.paste_back = true;
+    offer.state = $("state").value;
+    offer.motion_scale = Number($("motion").value);
     const answer = await new Promise((resolve, reject) => {
       answerWaiter = { resolve, reject };
       state.ws.send(JSON.stringify(offer));
@@ -162,9 +166,12 @@ function stop(sendBye) {
 $("start").onclick = start;
 $("stop").onclick = () => { stop(true); setState("stopped"); };
 $("interrupt").onclick = () => state.ws && state.ws.send(JSON.stringify({ type: "interrupt" }));
-$("emotion").onchange = () => {
-  if (state.pc && state.ws) state.ws.send(JSON.stringify({ type: "set", emotion: $("emotion").value }));
-};
+function sendSet(fields) {
+  if (state.pc && state.ws) state.ws.send(JSON.stringify({ type: "set", ...fields }));
+}
+$("emotion").onchange = () => sendSet({ emotion: $("emotion").value });
+$("state").onchange = () => sendSet({ state: $("state").value });
+$("motion").onchange = () => sendSet({ motion_scale: Number($("motion").value) });
 
 connectSignalling().then(() => { if (params.get("autostart")) start(); })
   .catch((err) => showError(err.message));

@@ -255,7 +255,8 @@ async def measure(url: str, speech: np.ndarray, tail: float = 2.0, token: str | 
 
 async def main(a) -> int:
     use_host_addresses(a.ice_host)
-    options = {k: v for k, v in dict(emotion=a.emotion, nfe=a.nfe, preset=a.preset, no_crop=a.no_crop or None).items()
+    options = {k: v for k, v in dict(emotion=a.emotion, nfe=a.nfe, preset=a.preset, no_crop=a.no_crop or None,
+                                     model=a.model).items()
                if v is not None}
     if a.avatar:
         options["avatar"] = base64.b64encode(Path(a.avatar).read_bytes()).decode()
@@ -340,6 +341,7 @@ def parse_args(argv=None):
     p.add_argument("--no-crop", action="store_true")
     p.add_argument("--emotion", default=None)
     p.add_argument("--nfe", type=int, default=None)
+    p.add_argument("--model", default=None, help="which of the server's models (its hello lists them)")
     p.add_argument("--record", help="write the received avatar (video + audio) to this mp4")
     p.add_argument("--size", type=int, default=512, help="video size the server sends")
     p.add_argument("--seconds", type=float, default=None, help="how long to stay connected")

@@ -31,7 +31,8 @@ Environment:
   FLOAT_RT_AVATAR_MODE   local (default) or worker
   FLOAT_RT_AVATAR        a portrait file, or a preset name (default: astronaut)
   FLOAT_RT_CHECKPOINTS   local mode: checkpoint folder (default: the one `float-rt download` fills)
-  FLOAT_RT_CONFIG        local mode: model config (default float-512; `small` runs on a CPU)
+  FLOAT_RT_CONFIG        local mode: model config (default float-512; `ditto` for the Apache/MIT family;
+                         `small` or `ditto-tiny` run on a CPU)
   AGENT_STT, AGENT_LLM, AGENT_TTS
                          LiveKit Inference model ids (needs LiveKit Cloud credentials), e.g.
                          deepgram/nova-3, openai/gpt-4.1-mini, cartesia/sonic-2.  To use your own
@@ -119,10 +120,13 @@ def check_local_weights() -> str | None:
     """Local mode loads the model when the first job comes: find its folder now, not then."""
     if avatar_mode() != "local":
         return None
+    from float_rt.cli import load_config_arg
     from float_rt.errors import FloatRTError
+    from float_rt.family import family_of
     from float_rt.resources import resolve_checkpoints
     try:
-        resolve_checkpoints(os.environ.get("FLOAT_RT_CHECKPOINTS"), missing=NO_WEIGHTS)
+        family = family_of(load_config_arg(os.environ.get("FLOAT_RT_CONFIG", "float-512")))
+        resolve_checkpoints(os.environ.get("FLOAT_RT_CHECKPOINTS"), family.default_checkpoints(), NO_WEIGHTS)
     except FloatRTError as exc:
         return str(exc)
     return None

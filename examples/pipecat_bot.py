@@ -17,7 +17,8 @@ microphone only on localhost or over https, so a bot on another host needs a TLS
 
 Environment:
   FLOAT_RT_CHECKPOINTS   checkpoint folder (default: the one `float-rt download` fills)
-  FLOAT_RT_CONFIG        model config (default float-512; `small` runs on a CPU, with demo weights
+  FLOAT_RT_CONFIG        model config (default float-512; `ditto` for the Apache/MIT family; `small` or
+                         `ditto-tiny` run on a CPU, with demo weights
                          from `float-rt demo-weights --config small --out DIR`: the face is noise)
   FLOAT_RT_AVATAR        a portrait file (default: the packaged astronaut)
   FLOAT_RT_DEVICE        cpu, cuda or cuda:N
@@ -43,22 +44,29 @@ NO_WEIGHTS = ("no checkpoint folder: set FLOAT_RT_CHECKPOINTS=DIR (or run `float
 log = logging.getLogger("pipecat_bot")
 
 
+def model_config() -> str:
+    return os.environ.get("FLOAT_RT_CONFIG", "float-512")
+
+
 def checkpoint_folder() -> Path:
-    """FLOAT_RT_CHECKPOINTS, or the folder `float-rt download` fills; FloatRTError when neither is there."""
+    """FLOAT_RT_CHECKPOINTS, or the folder `float-rt download` fills for the config's family;
+    FloatRTError when neither is there."""
+    from float_rt.cli import load_config_arg
+    from float_rt.family import family_of
     from float_rt.resources import resolve_checkpoints
-    return resolve_checkpoints(os.environ.get("FLOAT_RT_CHECKPOINTS"), missing=NO_WEIGHTS)
+    family = family_of(load_config_arg(model_config()))
+    return resolve_checkpoints(os.environ.get("FLOAT_RT_CHECKPOINTS"), family.default_checkpoints(), NO_WEIGHTS)
 
 
 @lru_cache(maxsize=1)
 def engine_and_image():
     """One engine for every bot of this process: concurrent calls share its batched steps."""
-    from float_rt.media import load_image, prepare_reference
+    from float_rt.media import load_image
     from server.config import packaged_page
     from streaming.engine import Engine
-    engine = Engine.load(checkpoint_folder(), os.environ.get("FLOAT_RT_CONFIG", "float-512"),
-                         "stream", os.environ.get("FLOAT_RT_DEVICE"))
+    engine = Engine.load(checkpoint_folder(), model_config(), "stream", os.environ.get("FLOAT_RT_DEVICE"))
     portrait = os.environ.get("FLOAT_RT_AVATAR") or packaged_page() / "avatars" / "astronaut.jpg"
-    return engine, prepare_reference(load_image(portrait), engine.cfg.model.input_size)
+    return engine, engine.prepare(load_image(portrait))
 
 
 def build_services():

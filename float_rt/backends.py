@@ -1,9 +1,11 @@
 """What each stage of a loaded model runs on.
 
 The torch paths (the fused channels-last decoder, oneDNN-packed linear layers, CPU heap and
-denormal settings, optional torch.compile) live here. Other runtimes (onnxruntime, TensorRT)
-are plug-ins found through the ``float_rt.backends`` entry point, which `export/` provides,
-so the model layer never imports the layer that plugs into it.
+denormal settings, optional torch.compile) live here; where two paths compute the same thing,
+``auto`` runs the one measured faster on this machine (float_rt/kernels.py), true/false force
+one.  Other runtimes (onnxruntime, TensorRT) are plug-ins found through the
+``float_rt.backends`` entry point, which `export/` provides, so the model layer never imports
+the layer that plugs into it.
 """
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from importlib.metadata import entry_points
 import torch
 from torch import nn
 
+from . import kernels
 from .config import build_dataclass
 from .cpu import tune as tune_cpu
 from .errors import FloatRTError
 from .model import FloatModel
 from .motion.fused import FusedDecoder
 from .packed import pack_linears
+from .precision import PRECISIONS, fast_fmt
+from .precision import resolve as resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +41,23 @@ class BackendConfig:
     audio: str = "torch"
     emotion: str = "torch"
     engines: str | None = None      # folder written by `float-rt export onnx` / `export trt`
-    fused_decoder: bool = True      # torch decoder: the fused channels-last form (exact, faster)
-    packed_linear: bool = True      # torch on CPU: linear layers on oneDNN with prepacked weights (float_rt/packed.py)
+    # auto: the path measured faster here (float_rt/kernels.py, cached per machine); true/false force it.
+    fused_decoder: bool | str = "auto"   # torch decoder: the fused form (exact) instead of its modules
+    channels_last: bool | str = "auto"   # the fused decoder on channels-last tensors
+    packed_linear: bool | str = "auto"   # torch on CPU: linear layers on oneDNN-packed weights (float_rt/packed.py)
     keep_heap: bool = True          # CPU: glibc keeps freed activations in the heap (float_rt/cpu.py)
     flush_denormal: bool = True     # CPU: denormals as zero
     compile: bool = False           # torch: torch.compile the FMT and the decoder
+    precision: str = "fp32"         # fp32 | fast: the FMT's block linears as bf16 products (float_rt/precision.py)
 
     def __post_init__(self):
         for stage in STAGES:
             if getattr(self, stage) not in KINDS:
                 raise ValueError(f"backend for {stage} must be one of {', '.join(KINDS)}, got {getattr(self, stage)!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("fused_decoder", "channels_last", "packed_linear"):
+            setattr(self, name, kernels.check_mode(f"backends.{name}", getattr(self, name)))
 
     @classmethod
     def from_dict(cls, data: dict | None, **overrides) -> "BackendConfig":
@@ -64,15 +76,18 @@ class FastTorchDecoder(nn.Module):
     of 4); small models are faster batched.
     """
 
-    def __init__(self, decoder: nn.Module, device: torch.device, compile_: bool = False):
+    def __init__(self, decoder: nn.Module, device: torch.device, compile_: bool = False, channels_last: bool = True):
         super().__init__()
         self.decoder = FusedDecoder(decoder)
+        self.channels_last = channels_last
         self.run = torch.compile(self.decoder) if compile_ else self.decoder
         size = decoder.const.shape[-1] * 2 ** len(decoder.up_convs)
         self.frame_by_frame = device.type == "cpu" and size >= 256
         self._cache: tuple[tuple[int, ...], list[torch.Tensor]] | None = None
 
     def _channels_last(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        if not self.channels_last:
+            return feats
         key = tuple(f.data_ptr() for f in feats)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, [f.contiguous(memory_format=torch.channels_last) for f in feats])
@@ -89,6 +104,50 @@ class FastTorchDecoder(nn.Module):
         return torch.cat(outs).contiguous()
 
 
+DECODER_PATHS = ("module", "fused", "fused-channels-last")
+
+
+def decoder_paths(cfg: BackendConfig) -> tuple[str, ...]:
+    """The decoder paths the config allows: more than one under ``auto``, timed to pick one."""
+    fused = () if cfg.fused_decoder is False else tuple(
+        p for p, cl in (("fused", False), ("fused-channels-last", True)) if cfg.channels_last in (kernels.AUTO, cl))
+    return (("module",) if cfg.fused_decoder in (kernels.AUTO, False) else ()) + fused
+
+
+def torch_decoder(motion: nn.Module, cfg: BackendConfig, device: torch.device,
+                  chooser: kernels.KernelChooser | None = None) -> nn.Module:
+    """The decoder the torch backend runs: the path the config names, or, among those it allows,
+    the one timed fastest on this machine for one frame at the model's size (CPU; elsewhere the
+    fused channels-last form).  The timing runs only when the choice is not cached."""
+    decoder = motion.decoder
+    paths = decoder_paths(cfg)
+    if len(paths) > 1 and device.type != "cpu":
+        paths = ("fused-channels-last",)
+    fast = FastTorchDecoder(decoder, device, cfg.compile) if paths != ("module",) else None
+    size = decoder.const.shape[-1] * 2 ** len(decoder.up_convs)
+
+    def runners():
+        gen = torch.Generator().manual_seed(0)
+        image = (torch.rand(1, 3, size, size, generator=gen) * 2 - 1).to(device)
+        with torch.no_grad():
+            s_r, _, _, feats = motion.encode_reference(image)
+        latent = s_r + 0.1 * torch.randn(s_r.shape, generator=gen).to(device)
+
+        def run(channels_last: bool):
+            fast.channels_last = channels_last
+            return fast.decoder(latent, fast._channels_last(feats))
+        return {"module": lambda: decoder(latent, feats), "fused": lambda: run(False),
+                "fused-channels-last": lambda: run(True)}
+
+    with torch.no_grad():
+        choice = (chooser or kernels.chooser()).choose("decoder", f"{size}px 1 frame", paths, runners)
+    if choice == "module":
+        return decoder
+    fast.channels_last = choice == "fused-channels-last"
+    fast._cache = None
+    return fast
+
+
 def graph_runtime():
     """The plug-in that puts stages on exported graphs: ``fn(model, cfg, stages, device)``."""
     found = entry_points(group=PLUGIN_GROUP, name="graphs")
@@ -98,21 +157,26 @@ def graph_runtime():
     return next(iter(found)).load()
 
 
-def apply_backends(model: FloatModel, cfg: BackendConfig, device: torch.device | str = "cpu") -> FloatModel:
-    """Put each stage of ``model`` on its configured backend (in place); returns the model."""
+def apply_backends(model: FloatModel, cfg: BackendConfig, device: torch.device | str = "cpu",
+                   chooser: kernels.KernelChooser | None = None) -> FloatModel:
+    """Put each stage of ``model`` on its configured backend (in place); returns the model.
+    ``chooser`` keeps the measured kernel choices (default: the process's, cached on disk)."""
     device = torch.device(device)
     if device.type == "cpu":
         tune_cpu(cfg.keep_heap, cfg.flush_denormal)
     foreign = cfg.foreign()
     if foreign:
         graph_runtime()(model, cfg, foreign, device)
+    bf16_fmt = "fmt" not in foreign and resolve_precision(cfg.precision, device) == "fast"
     for stage in STAGES:
         if stage in foreign:
             continue
-        if stage == "decoder" and cfg.fused_decoder:
-            model.motion.decoder = FastTorchDecoder(model.motion.decoder, device, cfg.compile)
-        if cfg.packed_linear and device.type == "cpu" and stage in ("fmt", "audio", "emotion"):
-            pack_linears(getattr(model, stage))
+        if stage == "decoder":
+            model.motion.decoder = torch_decoder(model.motion, cfg, device, chooser)
+        if cfg.packed_linear is not False and device.type == "cpu" and stage in ("fmt", "audio", "emotion"):
+            pack_linears(getattr(model, stage), "auto" if cfg.packed_linear == kernels.AUTO else "packed", chooser)
+        if stage == "fmt" and bf16_fmt:   # after packing: the bf16 layers replace packed ones
+            fast_fmt(model.fmt)
         if stage == "fmt" and cfg.compile:
             model.fmt.forward = torch.compile(model.fmt.forward)
     return model

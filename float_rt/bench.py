@@ -3,7 +3,8 @@
 The stages are timed on the paths the pipeline and the streaming engine use (the backends of
 the config: on CPU the fused frame-by-frame decoder, oneDNN-packed linear layers, the heap and
 denormal settings), with the decoder given one streaming step's frames.  fp32 is the product;
-bf16 autocast rows are opt-in measurements, each with its error against fp32.  Speed claims are
+the ``fast`` precision rows (float_rt/precision.py; timed interleaved with fp32) and the bf16
+autocast rows are opt-in measurements, each with its error against fp32.  Speed claims are
 ratios against the official code measured on the same machine in the same run: pass the JSON
 that ``shared/tools/official-bench`` printed right before with ``--official``.
 """
@@ -20,8 +21,11 @@ import torch
 
 from .config import FloatConfig
 from .cpu import cpu_info
+from .kernels import Decision, chosen_paths
 from .packed import PackedLinear, unpacked
 from .pipeline import FloatPipeline
+from .precision import bf16_supported, fast_fmt, shared_copy
+from .precision import resolve as resolve_precision
 from .reference import relative_error
 from .sampler import Conditions, Guidance, guided_velocity, pad_frames
 
@@ -44,10 +48,25 @@ def median_time(fn: Callable[[], object], repeat: int, device: torch.device) -> 
 
 
 def bf16_ok(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    info = cpu_info()
-    return info["avx512_bf16"] or info["amx_bf16"]
+    return bf16_supported(device)
+
+
+def interleaved_medians(fns: list[Callable[[], object]], repeat: int, device: torch.device) -> list[float]:
+    """Median seconds of each of ``fns``, called in turn ``repeat`` times after one warm-up each: an A/B
+    that a busy machine slows alike."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, ts in zip(fns, times):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 @torch.no_grad()
@@ -100,6 +119,16 @@ def run_bench(pipe: FloatPipeline, cfg: FloatConfig, repeat: int = 3, audio_seco
             v16 = guided_velocity(fmt, t, x, cond, g).float()
             row("FMT guided eval, bf16 autocast", median_time(lambda: guided_velocity(fmt, t, x, cond, g), repeat, dev),
                 "per eval", "(opt-in)", relative_error(v16, v32))
+    fast = fast_fmt(shared_copy(fmt)) if bf16_ok(dev) else None
+    if fast is not None:
+        err = relative_error(guided_velocity(fast, t, x, cond, g), v32)
+        t32, t16 = interleaved_medians([lambda: guided_velocity(fmt, t, x, cond, g),
+                                        lambda: guided_velocity(fast, t, x, cond, g)], repeat, dev)
+        row("FMT guided eval, fast", t16, "per eval", f"(precision fast: x{t32 / t16:.2f} vs fp32 "
+            f"{t32 * 1e3:.1f} ms timed in turn)", err)
+        res.update(fast_fmt_guided_eval_s=t16, fast_fmt_rel_err=err, fast_fmt_speedup=t32 / t16)
+    else:
+        log("  precision fast: no bf16 hardware here (AVX-512 bf16, AMX or CUDA), it would run fp32")
 
     # Decode as the engine does: one streaming step's frames through the configured decoder.
     motion = torch.randn(decode_frames, m.dim_w, device=dev) * 0.1
@@ -114,16 +143,27 @@ def run_bench(pipe: FloatPipeline, cfg: FloatConfig, repeat: int = 3, audio_seco
             row("decode, bf16 autocast", median_time(lambda: dec.decode(ref.s_r, motion, ref.feats), repeat, dev)
                 / decode_frames, "per frame", "(opt-in)", relative_error(f16, f32))
     res["decode_s_per_frame"] = res["rows"][f"decode, fp32 ({decode_frames} frames a step)"]["seconds"]
+    if fast is not None:    # the fast mode keeps the decoder in fp32 (float_rt/precision.py says why)
+        err = relative_error(dec.decode(ref.s_r, motion, ref.feats), f32)
+        row("decode, fast", res["decode_s_per_frame"], "per frame", "(precision fast: the fp32 decoder)", err)
+        res.update(fast_decode_s_per_frame=res["decode_s_per_frame"], fast_decode_rel_err=err)
     res["fmt_guided_eval_s"] = res["rows"]["FMT guided eval, fp32"]["seconds"]
 
-    # End to end, as `generate` runs it (without the video encoder).
+    # End to end, as `generate` runs it (without the video encoder), in the precision asked for.
+    res["precision"] = resolve_precision(cfg.backends.get("precision", "fp32"), dev)
+    if res["precision"] == "fast":
+        pipe.model.fmt = fast
     speech = (0.1 * rng.standard_normal(int(e2e_seconds * m.sampling_rate))).astype(np.float32)
     start = time.perf_counter()
     ref = pipe.encode_reference(image)
     motion = pipe.sample(ref, pipe.input_values(speech), cfg.sampling)
     frames = sum(f.shape[0] for f in pipe.decode(ref, motion))
     res["e2e_fps"] = frames / (time.perf_counter() - start)
-    log(f"  end to end: {res['e2e_fps']:.2f} frames per second ({frames} frames, nfe {cfg.sampling.nfe})")
+    log(f"  end to end: {res['e2e_fps']:.2f} frames per second ({frames} frames, nfe {cfg.sampling.nfe}, "
+        f"precision {res['precision']})")
+    res["chosen_paths"] = chosen_paths()
+    for line in describe_paths(res["chosen_paths"]):
+        log(f"  {line}")
 
     if official:
         res["official"] = {k: official[k] for k in OFFICIAL_KEYS if k in official}
@@ -134,6 +174,21 @@ def run_bench(pipe: FloatPipeline, cfg: FloatConfig, repeat: int = 3, audio_seco
     else:
         log("  ratios: run shared/tools/official-bench right before and pass its JSON with --official")
     return res
+
+
+def describe_paths(paths: dict[str, dict]) -> list[str]:
+    """The kernel choices in a few lines: each decoder's in full, the linear layers counted."""
+    lines, linear = [], {}
+    for key, d in paths.items():
+        if key.startswith("linear "):
+            linear[d["choice"]] = linear.get(d["choice"], 0) + 1
+        else:
+            lines.append(f"chosen: {key}: {Decision(**d).describe()}")
+    if linear:
+        lines.append("chosen: linear layers: " + ", ".join(f"{k} for {n} shape{'s' * (n > 1)}"
+                                                          for k, n in sorted(linear.items()))
+                     + " (each in the JSON's chosen_paths)")
+    return lines
 
 
 def write_json(res: dict, path: str | Path) -> None:

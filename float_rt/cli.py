@@ -21,6 +21,27 @@ CONFIG_HELP = "a packaged config (float-512, small, ditto, ditto-tiny) or a YAML
 EMOTION_CHOICES = (*EMOTIONS, "contempt")
 
 
+def add_control_args(p) -> None:
+    """The avatar controls (float_rt/controls.py) as options of ``generate`` and ``stream``."""
+    p.add_argument("--paste-back", action="store_true",
+                   help="put the animated crop back into the photo (output at the photo's size, or --video-size)")
+    p.add_argument("--video-size", default=None, metavar="WxH",
+                   help="with --paste-back: the photo scaled to cover WxH (even) and cut around the face")
+    p.add_argument("--motion-scale", type=float, default=None,
+                   help="0..2, default 1: head motion relative to the photo (FLOAT: the whole motion)")
+    p.add_argument("--expression-scale", type=float, default=None, help="Ditto: 0..2, default 1: lips and eyes")
+    p.add_argument("--pose", default=None, metavar="YAW,PITCH,ROLL",
+                   help="Ditto: head pose in degrees (yaw -45..45, pitch and roll -30..30)")
+    p.add_argument("--pose-mode", choices=("offset", "fixed"), default=None,
+                   help="Ditto: --pose is added to the generated pose (offset, default) or held (fixed)")
+    p.add_argument("--no-blink", action="store_true", help="Ditto: eyes held open as in the photo")
+    p.add_argument("--blink-rate", type=float, default=None, metavar="PER_MINUTE",
+                   help="Ditto: synthesised blinks, 1..60 a minute (default: the model's own)")
+    p.add_argument("--gaze-camera", action="store_true", help="Ditto: eyes turned towards the camera")
+    p.add_argument("--state", choices=("speaking", "listening", "thinking", "idle"), default=None,
+                   help="listening/thinking: attentive motion instead of the speech's (default speaking)")
+
+
 def load_config_arg(name, command: str = "engine"):
     """The model config named by --config; its family must support ``command`` (default: the
     live engine, which stream, serve and export drive)."""
@@ -43,6 +64,8 @@ def with_backends(cfg: FloatConfig, a) -> FloatConfig:
         extra[stage] = kind
     if getattr(a, "engines", None):
         extra["engines"] = a.engines
+    if getattr(a, "precision", None):
+        extra["precision"] = a.precision
     cfg.backends = {**cfg.backends, **extra}
     return cfg
 
@@ -51,6 +74,14 @@ def add_backend_args(p) -> None:
     p.add_argument("--engines", default=None, help="folder from `float-rt export onnx` (and `export trt`)")
     p.add_argument("--backend", action="append", default=None, metavar="STAGE=KIND",
                    help="encoder|decoder|fmt|audio|emotion = torch|onnxruntime|tensorrt (repeatable)")
+    add_precision_arg(p)
+
+
+def add_precision_arg(p) -> None:
+    p.add_argument("--precision", choices=("fp32", "fast"), default=None,
+                   help="FLOAT: fast runs the FMT's block linears as bf16 products (measured error ~6e-3; "
+                        "needs AVX-512 bf16, AMX or a CUDA GPU, else fp32 with a warning); default fp32 "
+                        "or the config's backends.precision")
 
 
 def add_checkpoints_arg(p, required: bool = False) -> None:
@@ -86,6 +117,8 @@ def cmd_generate(a) -> None:
     cfg = load_config_arg(a.config, "generate")
     fam = family_of(cfg)
     check_generate_options(fam, a)   # another family's options, an emotion it lacks
+    from .controls import controls_from_args
+    controls_from_args(a)            # bad control values: one line, before any heavy import
     readable_file(a.ref, "reference image (--ref)")
     readable_file(a.audio, "audio file (--audio)")
     ckpt = checkpoints_arg(a.checkpoints, fam)
@@ -157,6 +190,8 @@ def cmd_bench(a) -> None:
     import json
     cfg = load_config_arg(a.config, "bench")
     fam = family_of(cfg)
+    if a.precision and "precision" not in fam.generate_options:
+        raise FloatRTError(f"--precision is not an option of the {fam.name} family")
     if a.checkpoints or fam.bench_reads_weights:
         checkpoints_arg(a.checkpoints, fam)
     official = None
@@ -166,11 +201,9 @@ def cmd_bench(a) -> None:
         except (OSError, ValueError, IndexError) as exc:
             raise FloatRTError(f"cannot read {a.official}: {exc}") from exc
 
-    import torch
-
     from .bench import write_json
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    from .cpu import use_threads
+    use_threads(override=a.threads or None)     # the cores this process may use, or --threads
     res = fam.bench(cfg, a, official)
     if a.busy_core:
         from .cpu import busy_core
@@ -202,8 +235,7 @@ def add_commands(sub) -> None:
     g.add_argument("--steps", type=int, default=None, help="Ditto: DDIM sampling steps (default 50)")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--no-crop", action="store_true", help="FLOAT: use the image as it is (no face crop)")
-    g.add_argument("--paste-back", action="store_true",
-                   help="Ditto: put the animated crop back into the photo (output at the photo's size)")
+    add_control_args(g)
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
     g.add_argument("--decode-batch", type=int, default=None, help="FLOAT: frames decoded per batch (8)")
     add_backend_args(g)
@@ -244,7 +276,9 @@ def add_commands(sub) -> None:
     b.add_argument("--repeat", type=int, default=3)
     b.add_argument("--decode-frames", type=int, default=5, help="frames a streaming step decodes (its chunk)")
     b.add_argument("--seconds", type=float, default=2.0, help="audio length of the end-to-end run")
-    b.add_argument("--threads", type=int, default=0)
+    add_precision_arg(b)
+    b.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (default: the cores this process may use: affinity, cgroup quota)")
     b.add_argument("--official", default=None, help="JSON from shared/tools/official-bench, run right before: "
                                                     "prints the same-run ratios")
     b.add_argument("--busy-core", action="store_true",

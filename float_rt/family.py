@@ -35,6 +35,7 @@ class Family(Protocol):
     licence_needs_acceptance: bool   # download refuses without --accept-license
     no_checkpoints: str              # the message when no folder is given or downloaded ({default}: where)
     bench_reads_weights: bool        # ``bench`` times the given (or downloaded) weights, not recipe ones
+    demo_config: str                 # the small config ``serve --demo`` runs on recipe weights
 
     # ---- configs and files (no torch)
     def parse_config(self, raw: dict, name: str) -> Any:
@@ -67,6 +68,9 @@ class Family(Protocol):
 
     def render(self, model: Any, reference: Any, motion: Any) -> np.ndarray:
         """Frames (n, H, W, 3) uint8 for motion rows."""
+
+    def live_model(self, cfg: Any, checkpoints: Path, stream_cfg: Any, device: str | None) -> Any:
+        """The model behind the live seam (``float_rt.live.LiveModel``) that the streaming engine runs."""
 
     # ---- commands
     def generate(self, cfg: Any, checkpoints: Path, args: argparse.Namespace) -> int:

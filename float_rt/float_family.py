@@ -27,8 +27,12 @@ class FloatFamily:
     name = "float"
     emotions = EMOTIONS
     generate_options = frozenset({"a_cfg_scale", "e_cfg_scale", "nfe", "no_crop", "decode_batch", "engines",
-                                  "backend"})
+                                  "backend", "paste_back", "video_size", "motion_scale", "precision"})
+    # float_rt/controls.py names FLOAT can express; its motion latent has no pose, eyelid, gaze or
+    # separate expression axis (see float_controls.py), so those are refused rather than guessed.
+    supported_controls = frozenset({"paste_back", "video_size", "motion_scale", "state"})
     bench_reads_weights = True
+    demo_config = "small"
     commands = frozenset({"generate", "download", "demo-weights", "reference", "convert", "bench", "engine", "export"})
     default_repo = "yuvraj108c/float"    # the mirror the ComfyUI FLOAT wrapper downloads from
     licence_needs_acceptance = True
@@ -55,6 +59,18 @@ class FloatFamily:
     def load(self, cfg, checkpoints: Path, device: str | None, **kw):
         from .pipeline import FloatPipeline
         return FloatPipeline.from_checkpoints(checkpoints, cfg, device, **kw)
+
+    def live_model(self, cfg, checkpoints: Path, stream_cfg, device: str | None):
+        from .checkpoint import AUDIO_DIR, feature_extractor
+        from .float_live import FloatLive
+        from .pipeline import load_with_backends, resolve_device
+        dev = resolve_device(device)
+        model = load_with_backends(cfg, checkpoints, dev)
+        fx = feature_extractor(Path(checkpoints) / AUDIO_DIR)
+        live = FloatLive(model, cfg, stream_cfg, bool(getattr(fx, "do_normalize", True)), dev,
+                         decode_batch=stream_cfg.decode_batch)
+        live.feature_extractor = fx
+        return live
 
     def encode_reference(self, model, image: np.ndarray, options: argparse.Namespace):
         from .media import prepare_reference
@@ -112,17 +128,51 @@ class FloatFamily:
         with torch.no_grad():
             return frames_to_uint8(model.model.motion.decode(reference.s_r, motion, reference.feats))
 
+    # ---- controls (float_rt/controls.py), per window of motion
+    def control_motion(self, model, reference, motion, controls, start: int = 0):
+        """The window's latents (n, dim_w) of frames [start, start + n) under ``controls``
+        (motion_scale; calmer while listening); default controls return ``motion`` itself."""
+        from .float_controls import control_motion
+        return control_motion(motion, reference.r_s, controls)
+
+    def state_inputs(self, model, reference, carry: FloatCarry, controls, options: argparse.Namespace):
+        """(reference, carry) for the windows sampled in ``controls.state``: the emotion condition
+        (in FLOAT's carry) is a mild one while listening or thinking, else the session's (--emo)."""
+        from .float_controls import listening_emotion
+        from .sampler import emotion_condition
+        m = model.cfg.model
+        if controls.attentive:
+            we = listening_emotion(model.model.labels, m.dim_e)
+        else:
+            we = emotion_condition(carry.sampling.emotion, None, m.dim_e, model.model.labels)
+        return reference, replace(carry, we=we.to(carry.we))
+
+    def paster(self, model, reference, photo: np.ndarray, controls, limit=(1920, 1080)):
+        """The FramePaster putting frames back into ``photo`` (None without paste_back); the crop
+        is the official one ``encode_reference`` made (not with --no-crop)."""
+        from .media import FramePaster, official_crop_box
+        if not controls.paste_back:
+            return None
+        size = model.cfg.model.input_size
+        return FramePaster(photo, official_crop_box(photo, size), size, controls.video_size, limit=limit)
+
     # ---- commands
     def generate(self, cfg, checkpoints: Path, args: argparse.Namespace) -> int:
         from .cli import with_backends
         cfg = with_backends(cfg, args)
 
+        from .controls import check_supported, controls_from_args
+        controls = check_supported(controls_from_args(args), self.supported_controls, self.name)
+        if controls.paste_back and args.no_crop:
+            raise FloatRTError("--paste-back needs the face crop (leave out --no-crop)")
         from .media import load_audio, load_image, prepare_reference
         img = load_image(args.ref)
         samples = load_audio(args.audio, cfg.model.sampling_rate)
         image = prepare_reference(img, cfg.model.input_size, crop=not args.no_crop)
         pipe = self.load(cfg, checkpoints, args.device, decode_batch=args.decode_batch or 8)
-        return pipe.generate(image, samples, args.out, self._sampling(pipe, args))
+        paste = self.paster(pipe, None, img, controls, limit=None)
+        return pipe.generate(image, samples, args.out, self._sampling(pipe, args), paste=paste,
+                             motion_scale=controls.motion_scale)
 
     def write_demo_weights(self, cfg, out: Path) -> Path:
         from tqdm.auto import tqdm
@@ -138,7 +188,11 @@ class FloatFamily:
         from .bench import run_bench
         from .cli import checkpoints_arg
         from .pipeline import FloatPipeline
-        pipe = FloatPipeline.from_checkpoints(checkpoints_arg(args.checkpoints), cfg, args.device)
+        precision = getattr(args, "precision", None) or cfg.backends.get("precision", "fp32")
+        cfg = replace(cfg, backends={**cfg.backends, "precision": precision})
+        # Loaded in fp32: the bench times fp32 and (where bf16 runs in hardware) fast side by side.
+        pipe = FloatPipeline.from_checkpoints(checkpoints_arg(args.checkpoints),
+                                              replace(cfg, backends={**cfg.backends, "precision": "fp32"}), args.device)
         return run_bench(pipe, cfg, repeat=args.repeat, decode_frames=args.decode_frames, e2e_seconds=args.seconds,
                          official=official)
 

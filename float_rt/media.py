@@ -76,14 +76,25 @@ def detect_face(img: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(x / mult), int(y / mult), int((x + w) / mult), int((y + h) / mult)
 
 
-def crop_face(img: np.ndarray, size: int) -> np.ndarray:
-    """The official square crop: 1.6x the face box half-size around its centre, black padding."""
+def _official_half(img: np.ndarray) -> tuple[int, int, int]:
+    """FLOAT's crop: (centre x, centre y, half side) in photo pixels."""
     box = detect_face(img)
     if box is None:
         raise FloatRTError("no face found in the reference image; use a frontal portrait or pass --no-crop")
     x1, y1, x2, y2 = box
-    half = int(max((y2 - y1) // 2, (x2 - x1) // 2) * CROP_SCALE)
-    cy, cx = (y1 + y2) // 2 + half, (x1 + x2) // 2 + half
+    return (x1 + x2) // 2, (y1 + y2) // 2, int(max((y2 - y1) // 2, (x2 - x1) // 2) * CROP_SCALE)
+
+
+def official_crop_box(img: np.ndarray, size: int) -> SquareCrop:
+    """Where ``crop_face`` cuts the photo, as a SquareCrop (for paste-back)."""
+    cx, cy, half = _official_half(img)
+    return SquareCrop(cx - half, cy - half, 2 * half, size)
+
+
+def crop_face(img: np.ndarray, size: int) -> np.ndarray:
+    """The official square crop: 1.6x the face box half-size around its centre, black padding."""
+    cx, cy, half = _official_half(img)
+    cy, cx = cy + half, cx + half
     padded = cv2.copyMakeBorder(img, half, half, half, half, cv2.BORDER_CONSTANT, value=0)
     crop = padded[cy - half:cy + half, cx - half:cx + half]
     return cv2.resize(crop, (size, size), interpolation=_crop_interpolation(img))
@@ -132,24 +143,145 @@ def feather_mask(size: int, border: float = 0.04, ramp: float = 0.12) -> np.ndar
     return np.clip((d - border) / ramp, 0, 1).astype(np.float32)
 
 
-class PasteBack:
-    """Frames of a face crop put back into the photo they came from, at the photo's size (even)."""
+LIVE_FRAME = (1920, 1080)     # the largest live frame: long side, short side
 
-    def __init__(self, photo: np.ndarray, crop: SquareCrop, frame_size: int):
+
+def fit_size(w: int, h: int, limit: tuple[int, int] | None = LIVE_FRAME) -> tuple[int, int]:
+    """(width, height) of a ``w`` x ``h`` photo scaled down (never up) to fit ``limit`` (long side,
+    short side; None: no limit), made even for H.264's 4:2:0."""
+    f = 1.0 if limit is None else min(1.0, limit[0] / max(w, h), limit[1] / min(w, h))
+    return max(2, int(w * f) // 2 * 2), max(2, int(h * f) // 2 * 2)
+
+
+class FramePaster:
+    """Rendered face crops put back into the photo, at a chosen video size, computed once.
+
+    The photo is scaled once to cover ``video_size`` (default: its own size, fitted into ``limit``)
+    and cut to it around the face; the crop's place and its feathered mask are kept at that size,
+    and only the mask's bounding box is warped and blended per frame (preallocated buffers).
+    Wherever the mask is 0 the output is exactly the scaled photo.
+
+    Colour at the seam: the mask fades the crop into the photo over 12% of the crop's side; with
+    ``colour_match`` the first pasted frame also fixes a per-channel offset, the mean difference
+    between photo and frame over that fade ring, added to every later frame (fixed per session, so
+    it cannot flicker), so that a renderer's small colour shift does not show as a halo."""
+
+    def __init__(self, photo: np.ndarray, crop: SquareCrop, frame_size: int,
+                 video_size: tuple[int, int] | None = None, limit: tuple[int, int] | None = LIVE_FRAME,
+                 colour_match: bool = True):
         h, w = photo.shape[:2]
-        self.h, self.w = h - h % 2, w - w % 2                      # H.264 with yuv420p wants even sizes
-        self.photo = photo[:self.h, :self.w].astype(np.float32)
-        self.affine, self.frame_size = crop.to_photo(frame_size), frame_size
-        mask = cv2.warpAffine(feather_mask(frame_size), self.affine, (self.w, self.h), flags=cv2.INTER_LINEAR,
+        self.w, self.h = video_size if video_size is not None else fit_size(w, h, limit)
+        if self.w % 2 or self.h % 2:
+            raise FloatRTError(f"the video size must be even, got {self.w}x{self.h}")
+        if (self.w, self.h) == (w - w % 2, h - h % 2):
+            f, sw, sh = 1.0, w, h                                  # the photo itself (an odd line cut)
+        else:
+            f = max(self.w / w, self.h / h)                        # cover the output, keep the aspect
+            sw, sh = max(self.w, round(w * f)), max(self.h, round(h * f))
+        fx, fy = sw / w, sh / h
+        # the output window inside the scaled photo: centred on the crop, inside the photo
+        cx, cy = (crop.x0 + crop.side / 2) * fx, (crop.y0 + crop.side / 2) * fy
+        ox = 0 if sw - self.w < 2 else int(np.clip(round(cx - self.w / 2), 0, sw - self.w))
+        oy = 0 if sh - self.h < 2 else int(np.clip(round(cy - self.h / 2), 0, sh - self.h))
+        scaled = photo if (sw, sh) == (w, h) else cv2.resize(
+            photo, (sw, sh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+        self.photo = np.ascontiguousarray(scaled[oy:oy + self.h, ox:ox + self.w])
+        # frame pixel -> photo pixel -> scaled photo pixel (pixel centres) -> output pixel
+        a = crop.to_photo(frame_size)
+        self.affine = np.array([[a[0, 0] * fx, 0, (a[0, 2] + 0.5) * fx - 0.5 - ox],
+                                [0, a[1, 1] * fy, (a[1, 2] + 0.5) * fy - 0.5 - oy]], np.float64)
+        self.frame_size = frame_size
+        full = cv2.warpAffine(feather_mask(frame_size), self.affine, (self.w, self.h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        self.mask = mask[..., None]
+        ys, xs = np.nonzero(full > 0)
+        if len(xs):
+            self.box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        else:
+            self.box = (0, 0, 0, 0)                                 # the crop lies outside the video
+        x0, y0, x1, y1 = self.box
+        self._weight = np.ascontiguousarray(full[y0:y1, x0:x1])
+        self._base = np.ascontiguousarray(self.photo[y0:y1, x0:x1])
+        self._region = self.affine - np.array([[0, 0, x0], [0, 0, y0]], np.float64)
+        self._warped = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+        # inside the rectangle where the mask is 1 the frame is copied; only the four strips around
+        # it are blended (about half of the box at the default feathering)
+        ys, xs = np.nonzero(self._weight >= 1)
+        core = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else (0, 0, 0, 0)
+        if not (self._weight[core[1]:core[3], core[0]:core[2]] >= 1).all():
+            core = (0, 0, 0, 0)
+        self._core = (slice(core[1], core[3]), slice(core[0], core[2]))
+        bh, bw = y1 - y0, x1 - x0
+        cx0, cy0, cx1, cy1 = core
+        rects = [(0, 0, bw, cy0), (0, cy1, bw, bh), (0, cy0, cx0, cy1), (cx1, cy0, bw, cy1)] if cx1 > cx0 \
+            else [(0, 0, bw, bh)]
+        self._strips = []
+        for rx0, ry0, rx1, ry1 in rects:
+            if rx1 > rx0 and ry1 > ry0:
+                part = (slice(ry0, ry1), slice(rx0, rx1))
+                w_ = np.ascontiguousarray(self._weight[part])
+                self._strips.append((part, w_, 1 - w_, np.ascontiguousarray(self._base[part]),
+                                     np.empty((ry1 - ry0, rx1 - rx0, 3), np.uint8)))
+        self._out = np.empty_like(self._warped)
+        ring = np.nonzero((self._weight > 0) & (self._weight < 1))
+        step = max(1, len(ring[0]) // 20000)                        # a subsample is plenty for a mean
+        self._ring = (ring[0][::step], ring[1][::step])
+        self.colour_match = colour_match
+        self.offset: tuple[float, float, float, float] | None = None if colour_match else (0.0, 0.0, 0.0, 0.0)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(H, W, 1) float32: the feathered mask at the output size."""
+        out = np.zeros((self.h, self.w, 1), np.float32)
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1, 0] = self._weight
+        return out
+
+    def new_frame(self) -> np.ndarray:
+        """A (H, W, 3) uint8 buffer holding the scaled photo, for ``paste_into``."""
+        return self.photo.copy()
+
+    def _blended(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.ascontiguousarray(frame)
+        if frame.shape != (self.frame_size, self.frame_size, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"expected a ({self.frame_size}, {self.frame_size}, 3) uint8 frame, got "
+                             f"{frame.shape} {frame.dtype}")
+        x0, y0, x1, y1 = self.box
+        cv2.warpAffine(frame, self._region, (x1 - x0, y1 - y0), dst=self._warped, flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+        if self.offset is None:
+            if len(self._ring[0]):
+                diff = self._base[self._ring].astype(np.float32) - self._warped[self._ring].astype(np.float32)
+                self.offset = (*(float(v) for v in diff.mean(axis=0)), 0.0)
+            else:
+                self.offset = (0.0, 0.0, 0.0, 0.0)
+        warped = self._warped
+        if any(self.offset):
+            warped = cv2.add(warped, self.offset, dst=self._warped, dtype=cv2.CV_8U)
+        out = self._out
+        out[self._core] = warped[self._core]
+        for part, weight, keep, base, buf in self._strips:
+            out[part] = cv2.blendLinear(np.ascontiguousarray(warped[part]), base, weight, keep, dst=buf)
+        return out
+
+    def paste_into(self, frame: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Write the pasted ``frame`` into ``out`` (a ``new_frame()`` buffer, or any earlier output):
+        only the mask's box is written.  Returns ``out``."""
+        x0, y0, x1, y1 = self.box
+        if x1 > x0:
+            out[y0:y1, x0:x1] = self._blended(frame)
+        return out
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """RGB uint8 (S, S, 3) -> RGB uint8 (H, W, 3); outside the mask exactly the photo."""
-        warped = cv2.warpAffine(frame, self.affine, (self.w, self.h), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
-        out = self.mask * warped + (1 - self.mask) * self.photo
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        """RGB uint8 (S, S, 3) -> a new RGB uint8 (H, W, 3); outside the mask exactly the photo."""
+        return self.paste_into(frame, self.new_frame())
+
+
+class PasteBack(FramePaster):
+    """Offline paste-back: the photo at its own size (made even), no live size limit."""
+
+    def __init__(self, photo: np.ndarray, crop: SquareCrop, frame_size: int,
+                 video_size: tuple[int, int] | None = None, colour_match: bool = True):
+        super().__init__(photo, crop, frame_size, video_size, limit=None, colour_match=colour_match)
 
 
 def image_to_tensor(img: np.ndarray, size: int) -> torch.Tensor:

@@ -9,6 +9,10 @@ products in another summation order: within 1e-6 of ``F.linear``.
 ``pack_linears(module)`` swaps every ``nn.Linear`` inside a module for ``PackedLinear``, which
 keeps the same parameters (state dicts, exports and other devices are unchanged) and falls
 back to ``F.linear`` off the CPU, under autocast, or where oneDNN is missing.
+
+Where MKL is as fast (Intel), packing gains nothing; ``pack_linears(module, "auto")`` lets each
+layer time both for the rows it is called with (rounded up to a power of two) the first time,
+through ``float_rt.kernels`` (remembered per machine on disk), and run the faster.
 """
 from __future__ import annotations
 
@@ -19,7 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 _state = threading.local()
+LINEAR_PATHS = ("packed", "F.linear")
 
 
 def available() -> bool:
@@ -35,6 +42,9 @@ class PackedLinear(nn.Linear):
         self.weight, self.bias = linear.weight, linear.bias
         self._packed: torch.Tensor | None = None
         self._version = -1
+        self.path = "packed"       # or "auto": the faster of packed and F.linear, per row count (timed once)
+        self.chooser: kernels.KernelChooser | None = None   # auto: whose choices (default: the process's)
+        self._chosen: dict[int, bool] = {}                  # rows bucket -> packed?
 
     def _pack(self) -> torch.Tensor:
         # Repacked if the weight was changed in place (load_state_dict, .to(), ...).
@@ -48,17 +58,43 @@ class PackedLinear(nn.Linear):
         if (x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32
                 or torch.is_autocast_enabled("cpu") or torch.is_grad_enabled() or getattr(_state, "off", False)):
             return F.linear(x, self.weight, self.bias)
+        if self.path == "auto" and not self._packed_faster(x):
+            return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self._pack(), self.bias, "none", [], "")
 
+    def _packed_faster(self, x: torch.Tensor) -> bool:
+        rows = max(1, x.numel() // max(1, self.in_features))
+        bucket = 1 << (rows - 1).bit_length()
+        known = self._chosen.get(bucket)
+        if known is None:
+            shape = f"{self.in_features}x{self.out_features}{'' if self.bias is not None else ' no bias'} rows {bucket}"
+            known = (self.chooser or kernels.chooser()).choose("linear", shape, LINEAR_PATHS,
+                                                               lambda: self._runners(bucket)) == "packed"
+            self._chosen[bucket] = known
+        return known
 
-def pack_linears(module: nn.Module) -> nn.Module:
-    """Swap every ``nn.Linear`` of ``module`` (in place) for a ``PackedLinear``; returns the module."""
+    def _runners(self, rows: int) -> dict:
+        x, w, b = torch.randn(rows, self.in_features), self.weight.detach(), self.bias
+        b = None if b is None else b.detach()
+        packed = self._pack()
+        return {"packed": lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], ""),
+                "F.linear": lambda: F.linear(x, w, b)}
+
+
+def pack_linears(module: nn.Module, path: str = "packed", chooser: kernels.KernelChooser | None = None) -> nn.Module:
+    """Swap every ``nn.Linear`` of ``module`` (in place) for a ``PackedLinear``; returns the module.
+    ``path``: ``packed`` (always), or ``auto`` (per layer and row count, the faster of packed and
+    ``F.linear`` as timed on this machine; ``chooser`` keeps the choices, default the process's)."""
+    if path not in ("packed", "auto"):
+        raise ValueError(f"pack_linears: path must be packed or auto, got {path!r}")
     if not available():
         return module
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
-                setattr(parent, name, PackedLinear(child))
+                packed = PackedLinear(child)
+                packed.path, packed.chooser = path, chooser
+                setattr(parent, name, packed)
     return module
 
 

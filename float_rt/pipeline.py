@@ -98,8 +98,12 @@ class FloatPipeline:
 
     # ------------------------------------------------------------ end to end
     def generate(self, image: torch.Tensor, samples: np.ndarray, out_path: str | Path,
-                 sampling: SamplingConfig | None = None, progress: bool = True) -> int:
-        """Write an mp4 (H.264 + AAC) for ``samples`` (mono float32 at the model's rate)."""
+                 sampling: SamplingConfig | None = None, progress: bool = True, paste=None,
+                 motion_scale: float = 1.0) -> int:
+        """Write an mp4 (H.264 + AAC) for ``samples`` (mono float32 at the model's rate).
+        ``paste``: a media.FramePaster putting each frame back into the photo; ``motion_scale``:
+        float_controls.scale_motion on the sampled latents (1: untouched)."""
+        from .float_controls import scale_motion
         sampling = sampling or self.cfg.sampling
         m = self.cfg.model
         iv = self.input_values(samples)
@@ -107,10 +111,13 @@ class FloatPipeline:
         def batches():   # runs only once the output is open
             ref = self.encode_reference(image)
             motion = self.sample(ref, iv, sampling, progress=progress)
+            motion = scale_motion(motion[0], ref.r_s, motion_scale)[None]
             for frames in self.decode(ref, motion, progress=progress):
-                yield frames_to_uint8(frames)
+                rgb = frames_to_uint8(frames)
+                yield np.stack([paste(f) for f in rgb]) if paste is not None else rgb
 
-        return write_video(out_path, m.fps, m.input_size, samples, m.sampling_rate, batches())
+        size = (paste.w, paste.h) if paste is not None else m.input_size
+        return write_video(out_path, m.fps, size, samples, m.sampling_rate, batches())
 
 
 def sampling_with(base: SamplingConfig, **overrides) -> SamplingConfig:

@@ -31,16 +31,19 @@ def checkpoints_or_recipe(checkpoints: str | None, config: str) -> Path:
     if checkpoints is not None:
         return Path(checkpoints)
     from float_rt.config import load_config
-    from float_rt.recipe import write_recipe_checkpoints
+    from float_rt.family import family_of
     from float_rt.resources import config_path
-    return Path(write_recipe_checkpoints(load_config(config_path(config)), tempfile.mkdtemp(prefix="float-rt-bench-")))
+    cfg = load_config(config_path(config))
+    folder = Path(tempfile.mkdtemp(prefix="float-rt-bench-"))
+    family_of(cfg).write_demo_weights(cfg, folder)     # either family's recipe weights
+    return folder
 
 
 def bench_engine(checkpoints: str | None, config: str = "small"):
     """A CPU engine on ``checkpoints`` (default: recipe weights) and the packaged portrait prepared for it."""
-    from float_rt.media import load_image, prepare_reference
+    from float_rt.media import load_image
     from server.config import packaged_page
     from streaming.engine import Engine
     engine = Engine.load(checkpoints_or_recipe(checkpoints, config), config, "stream", "cpu")
-    image = prepare_reference(load_image(packaged_page() / "avatars" / "astronaut.jpg"), engine.cfg.model.input_size)
+    image = engine.prepare(load_image(packaged_page() / "avatars" / "astronaut.jpg"))
     return engine, image

@@ -127,13 +127,13 @@ def encode_cost(frames: np.ndarray, seconds: float = 4.0) -> dict:
     return {"vp8_cores": video, "opus_cores": audio}
 
 
-async def livekit_cpu(engine_cfg, stream_cfg, frames, speech: np.ndarray, n: int, seconds: float) -> dict:
+async def livekit_cpu(stream_cfg, frames, speech: np.ndarray, n: int, seconds: float) -> dict:
     import psutil
     from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner, QueueAudioOutput
-    from frame_cache import CacheEngine
+    from frame_cache import cache_engine
     from livekit_helpers import StandInRoom, frames_of
     from server.livekit import FloatVideoGenerator
-    engine = CacheEngine(engine_cfg, stream_cfg, frames)
+    engine = cache_engine(stream_cfg, frames)
     runners, gens, queues = [], [], []
     for _ in range(n):
         gen = FloatVideoGenerator(engine, None, engine.default_options(emotion="neutral"), video_size=512,
@@ -203,7 +203,7 @@ def main() -> int:
     print("LiveKit rtc sources, model-free (no server: the native side does not encode here)")
     print("  N  process cores  per session  event loop  fps(min)  dup%  per session + encode")
     for n in counts:
-        r = asyncio.run(livekit_cpu(engine.cfg, engine.stream_cfg, frames, speech, n, a.seconds))
+        r = asyncio.run(livekit_cpu(engine.stream_cfg, frames, speech, n, a.seconds))
         r["with_encode"] = r["cores_per_session"] + enc["vp8_cores"] + enc["opus_cores"]
         rows.append(r)
         print(f"  {n}  {r['cores']:13.2f}  {r['cores_per_session']:11.3f}  {r['event_loop_cores']:10.2f}"

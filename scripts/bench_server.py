@@ -10,7 +10,7 @@ stays on 127.0.0.1.
 Default mode (the model runs): per N, frames/s received, latency (audio sent -> frame received,
 from the server's frame stamps), lip-sync offset, and the server's duplicated/dropped frames.
 
-``--model-free``: the server runs in a process of its own on ``CacheEngine`` (scripts/frame_cache.py:
+``--model-free``: the server runs in a process of its own on ``cache_engine`` (scripts/frame_cache.py:
 512x512 frames from a cache, no model), so its CPU is the transport's alone: VP8/H.264 encode,
 Opus, SRTP, pacing and Python.  Per N it prints the server process's CPU (cores), CPU per session,
 the clients' frame rate, and whether N sessions were sustained (every client >= 24 fps, <= 5 %
@@ -106,7 +106,7 @@ def bench_model(a) -> list[dict]:
 
 # ----------------------------------------------------------------------------------- model-free
 def serve_cache(a) -> int:
-    """The server process of --model-free: real AvatarServers on CacheEngine (``--workers``: several)."""
+    """The server process of --model-free: real AvatarServers on cache_engine (``--workers``: several)."""
     import signal
 
     from frame_cache import cache_server

@@ -1,6 +1,6 @@
 """Model-free sessions for transport benchmarks: frames from a cache, everything else real.
 
-``CacheEngine`` is a ``streaming.Engine`` whose compute step hands out precomputed images
+``cache_engine`` is a ``streaming.Engine`` whose family (``CacheLive``) hands out precomputed images
 instead of running the model, so sessions keep their real input, pacing, interruption and
 output machinery and a benchmark measures only what the transport costs.  The cache is the
 packaged portrait moving a little (a slow head bob and sway), which an encoder sees as a real
@@ -9,16 +9,17 @@ talking head, not the noise that recipe weights draw.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
-from float_rt.config import EMOTIONS, FloatConfig
+from float_rt.config import EMOTIONS
+from float_rt.live import Committed
 from float_rt.media import crop_face, load_image
 from streaming.config import StreamConfig
-from streaming.engine import Engine, _Plan
-from streaming.session import Frame, Session, SessionOptions
+from streaming.engine import Engine
 
 
 def portrait_frames(size: int = 512, count: int = 50) -> np.ndarray:
@@ -34,42 +35,96 @@ def portrait_frames(size: int = 512, count: int = 50) -> np.ndarray:
     return np.stack(out)
 
 
-class CacheEngine(Engine):
-    """An engine that draws no model: each committed frame is the next image of ``frames``."""
+@dataclass
+class CacheCarry:
+    """A model-free session's carry: only the frame clock."""
+    next_frame: int = 0
 
-    def __init__(self, cfg: FloatConfig, stream_cfg: StreamConfig, frames: np.ndarray, **kw):
-        super().__init__(None, cfg, stream_cfg, normalize_audio=False, device="cpu", **kw)
-        self.frames = frames
-        m = cfg.model
-        self._zeros = torch.zeros(1, m.num_frames, m.dim_w), torch.zeros(1, m.num_frames, m.dim_a)
+    @property
+    def rewind_floor(self) -> int:
+        return 0
 
-    def open_session(self, image, options: SessionOptions | None = None, live: bool = False) -> Session:
-        options = (options or self.default_options()).validate()
-        emotion = torch.zeros(1, 1, self.cfg.model.dim_e)
-        emotion[..., EMOTIONS.index(options.emotion or "neutral")] = 1.0
-        s = Session(self.cfg.model, self.stream_cfg, None, options, live, emotion, wake=self.notify,
-                    release=self.remove, clock=self.clock)
-        with self._lock:
-            self._sessions.append(s)
-        return s
+    def rewind(self, frame: int) -> int:
+        self.next_frame = max(0, min(frame, self.next_frame))
+        return self.next_frame
 
-    def _compute(self, plans: list[_Plan]) -> None:
-        ready = self.clock()
-        for p in plans:
-            self._commit(p, *self._zeros)
-            if p.commit <= 0:
-                continue
-            n = len(self.frames)
-            p.s.deliver([Frame(0, p.t + i, self.frames[(p.t + i) % n], p.audio[i], None, None, p.arrived[i], ready)
-                         for i in range(p.commit)], p.epoch)
+    def skip(self, n: int) -> None:
+        self.next_frame += n
+
+    def keep_from(self) -> int:
+        return self.next_frame * 640
+
+
+class CacheLive:
+    """A ``float_rt.live.LiveModel`` that draws no model: each committed frame is the next image of
+    ``frames``; the session's input, pacing, interruption and output machinery stay real."""
+    name = "cache"
+    fps, sampling_rate, samples_per_frame = 25, 16000, 640
+    emotions = EMOTIONS
+    option_names = frozenset({"emotion", "chunk_frames", "lookahead_frames"})
+    supported_controls = frozenset()
+    device = torch.device("cpu")
+    flush_denormal = False
+
+    def __init__(self, frames: np.ndarray, chunk_frames: int = 5):
+        self.frames, self.chunk_frames = frames, chunk_frames
+        self.image_size = self.frame_size = frames.shape[1]
+
+    def option_defaults(self, stream_cfg) -> dict:
+        return dict(chunk_frames=stream_cfg.chunk_frames, lookahead_frames=stream_cfg.frames_of(stream_cfg.lookahead_ms, 25))
+
+    def algorithmic_latency_ms(self, options) -> float:
+        return (options.chunk_frames + options.lookahead_frames) * 40.0
+
+    def prepare(self, image, crop=True):
+        return image
+
+    def crop_box(self, image):
+        raise NotImplementedError("the frame cache has no photo to paste into")
+
+    def encode_reference(self, prepared):
+        return None
+
+    def new_carry(self, reference, options, rewind_limit):
+        return CacheCarry()
+
+    def set_emotion(self, carry, label, probs=None):
+        pass
+
+    def emotion_of(self, carry) -> dict:
+        return {}
+
+    def frames_needed(self, carry, options) -> int:
+        return carry.next_frame + options.chunk_frames + options.lookahead_frames
+
+    def plan(self, reference, carry, options, audio, features, ended, total_frames):
+        n = options.chunk_frames if not ended else min(options.chunk_frames, total_frames - carry.next_frame)
+        return (carry.next_frame, n)
+
+    def compute(self, plans, times) -> None:
+        pass
+
+    def commit(self, carry, plan):
+        t, n = plan
+        if n <= 0:
+            return None
+        carry.next_frame = t + n
+        return Committed(t, np.arange(t, t + n), None)
+
+    def render(self, items):
+        k = len(self.frames)
+        return [self.frames[np.asarray(done.motion) % k] for _, done in items]
+
+
+def cache_engine(stream_cfg: StreamConfig, frames: np.ndarray, **kw) -> Engine:
+    """An engine whose family is the frame cache (a model-free transport benchmark)."""
+    return Engine(CacheLive(frames), stream_cfg, **kw)
 
 
 def cache_server(cfg):
-    """An AvatarServer on a CacheEngine of the small config (a --workers factory: module level, picklable)."""
-    from float_rt.config import load_config
+    """An AvatarServer on a frame-cache engine (a --workers factory: module level, picklable)."""
     from float_rt.resources import config_path
     from server.app import AvatarServer
     from streaming.config import load_stream_config
-    engine = CacheEngine(load_config(config_path("small")), load_stream_config(config_path("stream")),
-                         portrait_frames(cfg.video_size))
+    engine = cache_engine(load_stream_config(config_path("stream")), portrait_frames(cfg.video_size))
     return AvatarServer.with_engine(cfg, engine)

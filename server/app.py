@@ -5,6 +5,7 @@ One `Engine` (models loaded once, its own worker thread) serves every connection
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import http
 import json
@@ -21,10 +22,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from float_rt.config import EMOTIONS
 from float_rt.errors import FloatRTError
 from float_rt.media import load_image, preset_images
 from streaming.engine import Engine
+from streaming.options import SessionOptions
 
 from . import protocol
 from .config import ServerConfig, packaged_page
@@ -33,14 +34,16 @@ from .ice import configure_host_candidates
 from .listen import listening_socket
 from .metrics import Metrics
 from .policy import AddressLimits, HostPolicy, Limits, OriginPolicy, client_address, is_loopback, is_trusted
-from .startup import banner, certificate_names, check_exposure, is_recipe, prepare, tls_context
+from .startup import also_models, banner, certificate_names, check_exposure, is_recipe, prepare, tls_context
 from .upload import decode_upload
 
 log = logging.getLogger(__name__)
 
 class AvatarServer:
-    def __init__(self, cfg: ServerConfig, engine: Engine):
+    def __init__(self, cfg: ServerConfig, engine: Engine, *more: Engine):
+        # One engine per model (one family each); a client picks one by name, the first by default.
         self.cfg, self.engine = cfg, engine
+        self.engines = {e.name: e for e in (engine, *more)}
         self.metrics = Metrics()
         self.connections: set[Connection] = set()
         self.active = 0
@@ -68,17 +71,35 @@ class AvatarServer:
     @classmethod
     def create(cls, cfg: ServerConfig) -> "AvatarServer":
         prepare(cfg)
-        return cls.with_engine(cfg, Engine.load(cfg.checkpoints, cfg.config, cfg.stream_config, cfg.device))
+        engines = [Engine.load(c.checkpoints, c.config, c.stream_config, c.device) for c in (cfg, *also_models(cfg))]
+        return cls.with_engine(cfg, *engines)
 
     @classmethod
-    def with_engine(cls, cfg: ServerConfig, engine: Engine) -> "AvatarServer":
+    def with_engine(cls, cfg: ServerConfig, engine: Engine, *more: Engine) -> "AvatarServer":
         """A server on an engine built elsewhere; sets the process-wide media options (bitrate, ICE hosts)."""
         check_exposure(cfg)
         _set_video_bitrate(cfg.video_bitrate)
         extra = configure_host_candidates(cfg.host, cfg.ice_hosts)
         if extra and not cfg.ice_hosts:
             log.info("loopback listener: also offering ICE host candidates %s", ", ".join(extra))
-        return cls(cfg, engine)
+        return cls(cfg, engine, *more)
+
+    def engine_named(self, name: str | None) -> Engine:
+        """The engine of the model an offer names (None: the first)."""
+        if name is None:
+            return self.engine
+        if name not in self.engines:
+            raise protocol.ProtocolError("bad_option", f"unknown model {name!r}; this server has: "
+                                                       f"{', '.join(self.engines)}")
+        return self.engines[name]
+
+    def start_engines(self) -> None:
+        for e in self.engines.values():
+            e.start()
+
+    def stop_engines(self) -> None:
+        for e in self.engines.values():
+            e.stop()
 
     # ------------------------------------------------------------------ sessions
     def acquire(self) -> bool:
@@ -115,12 +136,10 @@ class AvatarServer:
             return await asyncio.to_thread(decode_upload, data, self.cfg.max_image_pixels)
 
     def hello(self) -> dict:
-        m = self.engine.cfg
-        return {"type": "hello", "model": m.name, "size": m.model.input_size, "video_size": self.cfg.video_size,
-                "fps": m.model.fps, "demo_weights": self.demo_weights, "presets": self.presets(),
-                "emotions": ["auto", *EMOTIONS], "max_sessions": self.status()["max_sessions"],
-                "defaults": {"nfe": self.engine.stream_cfg.nfe, "chunk_frames": self.engine.stream_cfg.chunk_frames,
-                             "a_cfg_scale": m.sampling.a_cfg_scale, "e_cfg_scale": m.sampling.e_cfg_scale},
+        models = [_describe(e) for e in self.engines.values()]
+        return {"type": "hello", **models[0], "models": models, "video_size": self.cfg.video_size,
+                "demo_weights": self.demo_weights, "presets": self.presets(),
+                "max_sessions": self.status()["max_sessions"],
                 **({"worker": self.peers.index} if self.peers is not None else {})}
 
     def own_status(self) -> dict:
@@ -211,7 +230,8 @@ class AvatarServer:
         if path == "/healthz":
             st = self.status()
             if is_loopback(self.cfg.host) or (self.cfg.token and self._authorised(request)):
-                body = {"status": "ok", **st, "model": self.engine.cfg.name, "demo_weights": self.demo_weights}
+                body = {"status": "ok", **st, "model": self.engine.name, "models": list(self.engines),
+                        "demo_weights": self.demo_weights}
             else:       # reachable from other machines: no process ids or per-worker load to strangers
                 body = {"status": "ok", "sessions": st["sessions"], "max_sessions": st["max_sessions"]}
             return _response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
@@ -262,7 +282,7 @@ class AvatarServer:
     async def serve(self, ready: asyncio.Future | None = None, stop: asyncio.Event | None = None,
                     sock=None) -> None:
         """Serve until ``stop``; on ``sock`` when given (opened before the model loaded), else on the config's port."""
-        self.engine.start()
+        self.start_engines()
         where = {"sock": sock} if sock is not None else {"host": self.cfg.host, "port": self.cfg.port}
         try:
             async with self.listen(**where) as server:
@@ -271,12 +291,21 @@ class AvatarServer:
                 if ready is not None:
                     ready.set_result(port)
                 else:
-                    print(banner(self.cfg, self.engine.cfg.name, port), flush=True)
+                    print(banner(self.cfg, ", ".join(self.engines), port), flush=True)
                 stop = stop or asyncio.Event()
                 await stop.wait()
                 await self.close_connections()
         finally:
-            self.engine.stop()
+            self.stop_engines()
+
+
+def _describe(e: Engine) -> dict:
+    """What a client needs to know of one model: its family, labels, options and their defaults."""
+    options = sorted(e.option_names - SessionOptions.COMMON)
+    defaults = dataclasses.asdict(e.default_options())
+    return {"model": e.name, "family": e.family, "size": e.image_size, "fps": e.fps,
+            "emotions": ["auto", *e.emotions], "options": options, "controls": sorted(e.control_names),
+            "defaults": {k: defaults[k] for k in options if k != "emotion"}}
 
 
 class BadRequestLog:

@@ -30,7 +30,8 @@ def cmd_serve(a) -> None:
                                  max_sessions_per_ip=a.max_sessions_per_ip,
                                  handshakes_per_minute=a.handshakes_per_minute, ice_hosts=a.ice_host or None,
                                  video_codec=a.video_codec, video_bitrate=a.video_bitrate, demo=a.demo or None,
-                                 workers=a.workers)
+                                 also=a.also or None,
+                                 workers=a.workers, threads=a.threads, cpu_reserve=a.cpu_reserve)
     except (OSError, ValueError) as exc:
         raise FloatRTError(str(exc)) from exc
     logging.getLogger("float_rt.sessions").setLevel(logging.INFO)    # one line per session start and end
@@ -42,6 +43,8 @@ def cmd_serve(a) -> None:
         run_workers(cfg, sock)
         return
     from .app import run
+    from .startup import engine_threads
+    engine_threads(cfg)
     run(cfg, sock)
 
 
@@ -58,6 +61,9 @@ def cmd_livekit_worker(a) -> None:
     if a.max_sessions < 1:
         raise FloatRTError("--max-sessions must be >= 1")
     presets = preset_images([packaged_page() / "avatars", *map(Path, a.avatars or [])])
+    from .config import ServerConfig
+    from .startup import engine_threads
+    engine_threads(ServerConfig(device=a.device))     # the serve defaults: cores less the media reserve
     engine = Engine.load(a.checkpoints, a.config, a.stream_config, a.device)
     run_worker(engine, a.max_sessions, presets, a.agent_name)
 
@@ -68,6 +74,9 @@ def add_commands(sub) -> None:
                     help="serve the small config on recipe weights written to a cache folder (no download)")
     model_cli.add_checkpoints_arg(sv)
     sv.add_argument("--config", default=None, help="model config (default float-512): " + model_cli.CONFIG_HELP)
+    sv.add_argument("--also", action="append", metavar="CONFIG[=DIR]",
+                    help="serve another model too, on an engine of its own (e.g. --also ditto=DIR; with --demo "
+                         "its family's demo weights); clients choose it by name in their offer")
     sv.add_argument("--stream-config", default=None, help="streaming config (default: the packaged stream)")
     sv.add_argument("--server-config", default="server", help="server config (default: the packaged server)")
     sv.add_argument("--host", default=None, help="default 127.0.0.1; any other address needs a token")
@@ -77,6 +86,11 @@ def add_commands(sub) -> None:
     sv.add_argument("--workers", type=int, default=None,
                     help="server processes sharing the port, each with its own engine and a share of the "
                          "sessions (default 1; one process carries the media of about 15 sessions)")
+    sv.add_argument("--threads", type=int, default=None,
+                    help="CPU: torch threads per engine (default: the cores this process may use, less "
+                         "--cpu-reserve, split between the workers)")
+    sv.add_argument("--cpu-reserve", type=float, default=None,
+                    help="CPU: cores left to the media threads and the event loop (default 0.5)")
     sv.add_argument("--token", default=None, help="clients must present this token (visible in `ps`: "
                                                   "prefer --token-file or FLOAT_RT_TOKEN)")
     sv.add_argument("--token-file", default=None, help="read the token from this file")

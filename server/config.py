@@ -21,6 +21,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     config: str = "float-512"                  # model config: a packaged name or a YAML path
+    # More models, each on an engine of its own (one family per engine): "CONFIG" or "CONFIG=CHECKPOINTS";
+    # a client picks one by name in its offer ("model"), the first (``config``) by default.
+    also: list = field(default_factory=list)
     stream_config: str = "stream"
     checkpoints: str | None = None
     device: str | None = None
@@ -41,6 +44,10 @@ class ServerConfig:
     # STUN/TURN servers, none by default: "stun:host:port", or {urls, username, credential} for TURN.
     ice_servers: list = field(default_factory=list)
     workers: int = 1                           # server processes sharing the port (server/workers.py)
+    # The engines' torch threads on CPU (float_rt/cpu.py): the cores this process may use (affinity,
+    # cgroup quota) minus cpu_reserve, split between the workers, rounded up; threads > 0 sets them.
+    cpu_reserve: float = 0.5                   # cores left to the media threads and the event loop
+    threads: int = 0                           # explicit intra-op threads per engine (0: chosen as above)
     video_codec: str = "vp8"                   # vp8 | h264
     video_bitrate: int = 1_500_000
     video_size: int = 512
@@ -66,6 +73,8 @@ class ServerConfig:
             raise ValueError("max_sessions must be >= 1")
         if not 1 <= self.workers <= self.max_sessions:
             raise ValueError(f"workers must be 1..max_sessions ({self.max_sessions}), got {self.workers}")
+        if self.cpu_reserve < 0 or self.threads < 0:
+            raise ValueError(f"cpu_reserve and threads must be >= 0, got {self.cpu_reserve}, {self.threads}")
         if self.video_size < 16 or self.video_size % 2:
             raise ValueError(f"video_size must be an even number >= 16 (I420), got {self.video_size}")
         for name in ("max_connections_per_ip", "max_sessions_per_ip", "handshakes_per_minute"):

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from float_rt.config import EMOTIONS
 from float_rt.errors import FloatRTError
-from float_rt.media import prepare_reference
 
 from . import protocol
 from .budget import MessageBudget
+from streaming.frames import FrameShaper
 from .ice import rtc_configuration
 from .policy import option_limit
 from .protocol import ProtocolError
@@ -40,11 +39,11 @@ sessions_log = logging.getLogger("float_rt.sessions")
 class Host(Protocol):
     """What a connection needs from the server that accepted it (`app.AvatarServer`)."""
     cfg: ServerConfig
-    engine: Engine
     metrics: Metrics
     limits: AddressLimits
 
     def hello(self) -> dict: ...
+    def engine_named(self, name: str | None) -> Engine: ...   # the model an offer names
     def preset(self, name: str | None) -> np.ndarray: ...
     async def decode_upload(self, data: bytes) -> np.ndarray: ...   # header checked, a few at a time
     def acquire(self) -> bool: ...          # one of the server's session slots
@@ -57,6 +56,8 @@ class Connection:
         self.server, self.ws, self.ip = server, ws, ip
         self.pc: RTCPeerConnection | None = None
         self.session = None
+        self.engine: Engine | None = None            # the model this connection's offer chose
+        self.shaper: FrameShaper | None = None       # the picture its video track sends
         self.options: protocol.OfferOptions | None = None
         self.tasks: list[asyncio.Task] = []
         self.video: AvatarVideoTrack | None = None
@@ -129,10 +130,10 @@ class Connection:
         elif self.session is None:
             raise ProtocolError("no_session", f"'{kind}' needs a session: send an offer first")
         elif kind == "set":
-            s = protocol.parse_set(msg)
-            o = self.session.options
-            self.session.set_emotion(s.emotion if s.emotion_given else o.emotion,
-                                     e_cfg_scale=s.e_cfg_scale, a_cfg_scale=s.a_cfg_scale)
+            try:
+                self.session.update(**protocol.parse_set(msg))
+            except FloatRTError as exc:
+                raise ProtocolError("bad_option", str(exc)) from None
             await self.send({"type": "ok", "for": "set"})
         elif kind == "interrupt":
             self.session.interrupt()
@@ -160,10 +161,17 @@ class Connection:
             raise ProtocolError("already_started", "this connection already has a session")
         srv = self.server
         # What the session may cost is the server's to bound: refused before any work.
-        for name, value in (("nfe", opts.nfe), ("chunk_frames", opts.chunk_frames)):
-            why = option_limit(name, value, getattr(srv.cfg, f"{name}_range"))
+        for name in ("nfe", "chunk_frames"):
+            why = option_limit(name, opts.session.get(name), getattr(srv.cfg, f"{name}_range"))
             if why:
                 raise ProtocolError("over_limit", why)
+        engine = self.engine = srv.engine_named(opts.model)
+        try:   # options the family does not take are refused before any work
+            options = engine.default_options(**opts.session)
+        except FloatRTError as exc:
+            raise ProtocolError("bad_option", str(exc)) from None
+        if options.controls.paste_back and opts.no_crop:
+            raise ProtocolError("bad_option", "paste_back needs the face crop (no_crop is set)")
         # The upload is checked and decoded before a session slot is taken (a few at a time).
         upload = await srv.decode_upload(opts.image) if opts.image is not None else None
         if not srv.acquire():
@@ -179,16 +187,11 @@ class Connection:
         self.options = opts
         try:
             image = await asyncio.to_thread(self._reference, opts, upload)
-            engine = srv.engine
-            options = engine.default_options(emotion=opts.emotion, a_cfg_scale=opts.a_cfg_scale,
-                                             e_cfg_scale=opts.e_cfg_scale, nfe=opts.nfe,
-                                             chunk_frames=opts.chunk_frames)
             self.session = await asyncio.to_thread(engine.open_session, image, options, True)
         except (FloatRTError, ProtocolError):
             self._release()
             raise
-        m = srv.engine.cfg.model
-        self.video = AvatarVideoTrack(srv.cfg.video_size, m.fps, stamp=opts.stamp)
+        self.video = AvatarVideoTrack(self.shaper, engine.fps, stamp=opts.stamp)
         self.audio = AvatarAudioTrack(self.session.audio.out_rate)
         pc = self.pc = RTCPeerConnection(rtc_configuration(srv.cfg.ice_servers))
 
@@ -234,9 +237,11 @@ class Connection:
                        asyncio.ensure_future(self._watchdog())]
 
     def _reference(self, opts: protocol.OfferOptions, upload: np.ndarray | None):
-        size = self.server.engine.cfg.model.input_size
         img = upload if upload is not None else self.server.preset(opts.preset)
-        return prepare_reference(img, size, crop=not opts.no_crop)
+        controls = opts.session.get("controls")
+        # What the video track sends: the crop at the server's video size, or pasted into the photo.
+        self.shaper = FrameShaper(self.engine, self.server.cfg.video_size, img, controls)
+        return self.engine.prepare(img, crop=not opts.no_crop)
 
     # ------------------------------------------------------------------ background
     async def _stats(self) -> None:
@@ -252,12 +257,12 @@ class Connection:
             st = s.stats.summary()
             self._count_frames(s)
             fps, last = st["frames_out"] - last, st["frames_out"]
-            emotion = s.carry.emotion.flatten().tolist()
+            emotion = self.engine.live.emotion_of(s.carry)
             await self.send({"type": "stats", "fps": fps, "frames": st["frames_out"],
                              "latency_p50_ms": st.get("latency_p50_ms"), "latency_p95_ms": st.get("latency_p95_ms"),
                              "duplicated": st["duplicated"],
                              "dropped": st["dropped_late"] + st["dropped_backlog"] + (self.video.dropped if self.video else 0),
-                             "emotion": dict(zip(EMOTIONS, emotion))})
+                             "emotion": emotion})
 
     async def _watchdog(self) -> None:
         cfg = self.server.cfg

@@ -17,14 +17,13 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 
 try:
     from pipecat.frames.frames import (CancelFrame, ControlFrame, EndFrame, Frame, InterruptionFrame,
                                        OutputImageRawFrame, StartFrame, TTSAudioRawFrame, TTSStartedFrame,
-                                       TTSStoppedFrame)
+                                       TTSStoppedFrame, UserStartedSpeakingFrame, UserStoppedSpeakingFrame)
     from pipecat.processors.frame_processor import FrameDirection, FrameProcessorSetup
     from pipecat.services.ai_service import AIService
     from pipecat.services.settings import ServiceSettings
@@ -34,13 +33,16 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 from float_rt.errors import FloatRTError
 from streaming.audio_input import to_int16
 from streaming.engine import Engine
+from streaming.options import CONTROL_NAMES, SPECS, check_changes, parse_options
+
+from streaming.frames import FrameShaper
 from streaming.speech import SpeechTrack
 
 from .stamp import draw_stamp
 
 log = logging.getLogger(__name__)
 
-SESSION_OPTIONS = ("emotion", "a_cfg_scale", "e_cfg_scale", "nfe", "chunk_frames", "seed")
+SESSION_OPTIONS = (*SPECS, *sorted(CONTROL_NAMES))   # streaming/options.py: the same names as every other door
 # SmallWebRTC stamps video with aiortc's fixed 30 fps clock, so 25 fps images would carry RTP
 # timestamps running at 5/6 of real time (a reply drifts a second behind its audio in 6 s):
 # push images at 30 fps instead, and hold them back 40 ms to land with their sound (measured,
@@ -52,10 +54,11 @@ SMALL_WEBRTC = {"output_fps": 30, "video_delay_ms": 40}
 @dataclass
 class FloatAvatarUpdateFrame(ControlFrame):
     """Change the avatar mid-session: ``emotion`` a label or ``"auto"`` (predicted from speech);
-    None leaves a field as it is."""
+    None leaves a field as it is.  ``options``: any other changeable session option by name."""
     emotion: str | None = None
     a_cfg_scale: float | None = None
     e_cfg_scale: float | None = None
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -71,26 +74,34 @@ class AvatarStats:
 class FloatAvatarService(AIService):
     """One live avatar session on a shared ``streaming.Engine``.
 
-    ``image``: a prepared reference (1, 3, S, S) in [-1, 1].  Options are those of
-    ``SessionOptions`` (emotion, a_cfg_scale, e_cfg_scale, nfe, chunk_frames, seed).
-    ``video_size``: the images' side (default the model's; the transport scales to its own size).
+    ``image``: a prepared reference (``engine.prepare(photo)``).  Options are the session options
+    of ``streaming.options`` that the engine's family takes (FLOAT: emotion, a_cfg_scale, ...).
+    ``video_size``: the images' side (default the model's; the transport scales to its own size), or with
+    ``paste_back`` (and ``photo``, the whole picture) the (width, height) of the photo the face is pasted into.
     """
 
-    def __init__(self, engine: Engine, image: torch.Tensor, *, video_size: int | None = None,
+    def __init__(self, engine: Engine, image: torch.Tensor, *, video_size: int | tuple[int, int] | None = None,
                  output_fps: float | None = None, video_delay_ms: float = 0.0, sync_with_audio: bool = False,
-                 stamp: bool = False, **options):
+                 stamp: bool = False, photo: np.ndarray | None = None, follow_user: bool = True, **options):
         unknown = sorted(set(options) - set(SESSION_OPTIONS) - {"settings"})
         if unknown:
             raise FloatRTError(f"unknown avatar option(s) {', '.join(unknown)}; "
                                f"choose from {', '.join(SESSION_OPTIONS)}")
         settings = options.pop("settings", None) or ServiceSettings(model="float-rt")
+        if video_size is not None and not isinstance(video_size, int):
+            options["video_size"], video_size = video_size, None    # (w, h) or "WxH": the paste-back control
+        options = parse_options(options)
         super().__init__(settings=settings)
         self.engine, self.image = engine, image
         self.options = engine.default_options(**options)     # validated now, not at the first frame
-        self.video_size = video_size or engine.cfg.model.input_size
+        # The picture pushed: the crop at video_size, or (paste_back) pasted into ``photo``.
+        self.shape = FrameShaper(engine, video_size, photo, self.options.controls)
+        self.video_size = self.shape.size
+        # The user speaking (UserStarted/StoppedSpeakingFrame) makes the avatar listen, then think.
+        self.follow_user = follow_user
         # Images per second pushed (default the model's 25): a transport that stamps video with a
         # fixed clock of its own (SmallWebRTC: 30 fps) needs images at that rate, some shown twice.
-        self.output_fps = float(output_fps or engine.cfg.model.fps)
+        self.output_fps = float(output_fps or engine.fps)
         # Images ride the output transport's audio queue: each is shown once the speech before it has
         # been sent (for transports with video_out_is_live=False, which sample the latest image).
         self.sync_with_audio = sync_with_audio
@@ -161,11 +172,23 @@ class FloatAvatarService(AIService):
     def set_emotion(self, emotion: str | None = None, a_cfg_scale: float | None = None,
                     e_cfg_scale: float | None = None) -> None:
         """``emotion``: a label, ``"auto"`` for predicted from speech, None to keep it."""
-        label = self.options.emotion if emotion is None else (None if emotion == "auto" else emotion)
-        scales = {k: v for k, v in dict(a_cfg_scale=a_cfg_scale, e_cfg_scale=e_cfg_scale).items() if v is not None}
-        self.options = dataclasses.replace(self.options, emotion=label, **scales).validate()
-        if self.session is not None:
-            self.session.set_emotion(label, e_cfg_scale=e_cfg_scale, a_cfg_scale=a_cfg_scale)
+        changes = {k: v for k, v in dict(a_cfg_scale=a_cfg_scale, e_cfg_scale=e_cfg_scale).items() if v is not None}
+        if emotion is not None:
+            changes["emotion"] = None if emotion == "auto" else emotion
+        self.update(**changes)
+
+    def update(self, **changes) -> None:
+        """Change session options mid-session (the changeable ones the family takes)."""
+        changes = parse_options(changes, flat_controls=True)
+        check_changes(changes, self.engine.option_names, self.engine.family)
+        self.options = self.options.with_changes(changes).validate(self.engine.emotions, self.engine.family,
+                                                                   self.engine.control_names)
+        if self.session is not None and changes:
+            self.session.update(**changes)
+
+    def _follow(self, state: str) -> None:
+        if self.follow_user and self.options.controls.state != state:
+            self.update(state=state)
 
     # ------------------------------------------------------------------ frames in
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -175,6 +198,7 @@ class FloatAvatarService(AIService):
         elif isinstance(frame, TTSAudioRawFrame):
             self._push_speech(frame)
         elif isinstance(frame, TTSStartedFrame):
+            self._follow("speaking")
             self.speech.begin(frame)
         elif isinstance(frame, TTSStoppedFrame):
             if self.speech.end(frame) is None:      # a reply without audio: nothing to wait for
@@ -182,8 +206,13 @@ class FloatAvatarService(AIService):
         elif isinstance(frame, FloatAvatarUpdateFrame):
             try:
                 self.set_emotion(frame.emotion, frame.a_cfg_scale, frame.e_cfg_scale)
+                if frame.options:
+                    self.update(**frame.options)
             except FloatRTError as exc:
                 await self.push_error(error_msg=f"avatar update refused: {exc}")
+        elif isinstance(frame, (UserStartedSpeakingFrame, UserStoppedSpeakingFrame)):
+            self._follow("listening" if isinstance(frame, UserStartedSpeakingFrame) else "thinking")
+            await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):
             self.stats.interruptions += 1
             self.speech.clear()
@@ -197,12 +226,10 @@ class FloatAvatarService(AIService):
 
     # ------------------------------------------------------------------ frames out
     def _image(self, rgb: np.ndarray, index: int) -> OutputImageRawFrame:
-        if rgb.shape[0] != self.video_size:
-            rgb = cv2.resize(rgb, (self.video_size, self.video_size), interpolation=cv2.INTER_LINEAR)
+        rgb = self.shape(rgb)
         if self.stamp:
             rgb = draw_stamp(rgb, index)
-        frame = OutputImageRawFrame(image=np.ascontiguousarray(rgb).tobytes(), size=(self.video_size, self.video_size),
-                                    format="RGB")
+        frame = OutputImageRawFrame(image=np.ascontiguousarray(rgb).tobytes(), size=self.video_size, format="RGB")
         frame.sync_with_audio = self.sync_with_audio
         return frame
 
@@ -226,7 +253,7 @@ class FloatAvatarService(AIService):
             await self.push_frame(image)
 
     async def _emit(self) -> None:
-        fps, out = self.engine.cfg.model.fps, self.output_fps
+        fps, out = self.engine.fps, self.output_fps
         k = 0
         async for p in self.speech.frames():
             for seg in p.started:

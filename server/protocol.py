@@ -9,11 +9,12 @@ import base64
 import binascii
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from float_rt.config import EMOTIONS
+from float_rt.errors import FloatRTError
 from float_rt.media import MAX_IMAGE_BYTES
+from streaming.options import CONTROL_NAMES, SPECS, parse_options
 
 CLIENT_TYPES = ("offer", "set", "interrupt", "bye", "ping")
 MAX_TEXT_BYTES = 64 * 1024                       # any message but an offer
@@ -72,16 +73,13 @@ def _number(msg: dict, key: str, lo: float, hi: float, default=None, integer: bo
     return int(v) if integer else float(v)
 
 
-def _emotion(msg: dict) -> tuple[bool, str | None]:
-    """(given, label); ``"auto"`` or null means predicted from speech."""
-    if "emotion" not in msg:
-        return False, None
-    v = msg["emotion"]
-    if v in (None, "auto"):
-        return True, None
-    if not isinstance(v, str) or v.lower() not in EMOTIONS:
-        raise ProtocolError("bad_option", f"emotion must be 'auto' or one of {', '.join(EMOTIONS)}, got {v!r}")
-    return True, v.lower()
+def _options(msg: dict, flat_controls: bool = False) -> dict:
+    """The session options and avatar controls a message gives (streaming/options.py), each
+    checked; the engine then refuses those its family does not take."""
+    try:
+        return parse_options(msg, flat_controls)
+    except FloatRTError as exc:
+        raise ProtocolError("bad_option", str(exc)) from None
 
 
 @dataclass
@@ -90,11 +88,8 @@ class OfferOptions:
     image: bytes | None = None         # decoded avatar upload
     preset: str | None = None
     no_crop: bool = False
-    emotion: str | None = None
-    a_cfg_scale: float | None = None
-    e_cfg_scale: float | None = None
-    nfe: int | None = None
-    chunk_frames: int | None = None
+    session: dict = field(default_factory=dict)   # session options given (streaming/options.py)
+    model: str | None = None           # which of the server's models (None: its first)
     audio_input: str = "track"         # "track": the offer's audio track; "pcm": binary websocket messages
     pcm_rate: int = 16000
     stamp: bool = False                # draw the frame index into the video (latency/lip-sync tests)
@@ -119,7 +114,10 @@ def parse_offer(msg: dict) -> OfferOptions:
             raise ProtocolError("bad_image", "avatar is not valid base64") from None
     elif preset is not None and not isinstance(preset, str):
         raise ProtocolError("bad_option", "preset must be a string")
-    _, emotion = _emotion(msg)
+    session = _options(msg)
+    model = msg.get("model")
+    if model is not None and (not isinstance(model, str) or len(model) > 100):
+        raise ProtocolError("bad_option", "model must be the name of one of the server's models")
     audio_input = msg.get("audio_input", "track")
     if audio_input not in ("track", "pcm"):
         raise ProtocolError("bad_option", f"audio_input must be 'track' or 'pcm', got {audio_input!r}")
@@ -127,23 +125,20 @@ def parse_offer(msg: dict) -> OfferOptions:
     if pcm_rate not in PCM_RATES:
         raise ProtocolError("bad_option", f"pcm_rate must be one of {PCM_RATES}")
     return OfferOptions(
-        sdp=sdp, image=image, preset=preset, no_crop=bool(msg.get("no_crop", False)), emotion=emotion,
-        a_cfg_scale=_number(msg, "a_cfg_scale", -20, 20), e_cfg_scale=_number(msg, "e_cfg_scale", -20, 20),
-        nfe=_number(msg, "nfe", 2, 50, integer=True), chunk_frames=_number(msg, "chunk_frames", 1, 50, integer=True),
+        sdp=sdp, image=image, preset=preset, no_crop=bool(msg.get("no_crop", False)), session=session, model=model,
         audio_input=audio_input, pcm_rate=pcm_rate, stamp=bool(msg.get("stamp", False)))
 
 
-@dataclass
-class SetOptions:
-    emotion_given: bool
-    emotion: str | None
-    a_cfg_scale: float | None
-    e_cfg_scale: float | None
+SET_KEYS = frozenset({"type", *SPECS, *CONTROL_NAMES})
 
 
-def parse_set(msg: dict) -> SetOptions:
-    given, emotion = _emotion(msg)
-    opts = SetOptions(given, emotion, _number(msg, "a_cfg_scale", -20, 20), _number(msg, "e_cfg_scale", -20, 20))
-    if not given and opts.a_cfg_scale is None and opts.e_cfg_scale is None:
-        raise ProtocolError("bad_option", "set needs at least one of emotion, a_cfg_scale, e_cfg_scale")
-    return opts
+def parse_set(msg: dict) -> dict:
+    """The options a ``set`` message changes (the session checks they are its family's and changeable)."""
+    unknown = sorted(set(msg) - SET_KEYS)
+    if unknown:
+        raise ProtocolError("bad_option", f"set takes session options and controls only "
+                                          f"({', '.join(sorted(SET_KEYS - {'type'}))}); unknown: {', '.join(unknown)}")
+    changes = _options(msg, flat_controls=True)
+    if not changes:
+        raise ProtocolError("bad_option", f"set needs at least one option ({', '.join(sorted(SET_KEYS - {'type'}))})")
+    return changes

@@ -21,16 +21,37 @@ from .policy import is_loopback
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = "small"
+DEMO_CONFIG = "small"   # FLOAT's; each family names its own (``Family.demo_config``)
 
 
-def ensure_demo_weights(folder: Path | None = None) -> Path:
-    """Recipe weights of the small config, written once into the cache."""
-    from float_rt.recipe import write_recipe_checkpoints
-    folder = folder or cache_dir() / "demo-small"
+def demo_config(cfg: ServerConfig) -> str:
+    """The small config ``--demo`` serves: that of the family ``--config`` names."""
+    return family_of(load_config_arg(cfg.config)).demo_config
+
+
+def split_also(entry: str) -> tuple[str, str | None]:
+    """``--also CONFIG[=DIR]`` -> (config, checkpoints or None)."""
+    config, _, folder = str(entry).partition("=")
+    return config, folder or None
+
+
+def also_models(cfg: ServerConfig) -> list[ServerConfig]:
+    """The ``--also`` models as configs of their own (the server's other fields shared)."""
+    import dataclasses
+    out = []
+    for entry in cfg.also:
+        config, folder = split_also(entry)
+        out.append(dataclasses.replace(cfg, config=config, checkpoints=folder, also=[]))
+    return out
+
+
+def ensure_demo_weights(folder: Path | None = None, config: str = DEMO_CONFIG) -> Path:
+    """Recipe weights of a small config, written once into the cache."""
+    model_cfg = load_config(config_path(config))
+    folder = folder or cache_dir() / f"demo-{config}"
     if not (folder / "RECIPE_WEIGHTS.txt").is_file():
-        print(f"writing demo (recipe) weights of the small config to {folder} (first start only)")
-        write_recipe_checkpoints(load_config(config_path(DEMO_CONFIG)), folder)
+        print(f"writing demo (recipe) weights of the {config} config to {folder} (first start only)")
+        family_of(model_cfg).write_demo_weights(model_cfg, folder)
     return folder
 
 
@@ -69,7 +90,7 @@ def check_exposure(cfg: ServerConfig) -> None:
 def check_weights(cfg: ServerConfig) -> Path | None:
     """The model config (its family must run live) and the checkpoint folder, by names alone;
     returns the folder (None for --demo: its weights are written later, by ``prepare``)."""
-    model_cfg = load_config_arg(DEMO_CONFIG if cfg.demo else cfg.config)
+    model_cfg = load_config_arg(demo_config(cfg) if cfg.demo else cfg.config)
     if cfg.demo:
         return None
     try:
@@ -85,6 +106,8 @@ def refuse_early(cfg: ServerConfig) -> Path | None:
     folder (returned, None for --demo)."""
     check_exposure(cfg)
     tls_context(cfg)
+    for other in also_models(cfg):
+        check_weights(other)
     return check_weights(cfg)
 
 
@@ -92,11 +115,33 @@ def prepare(cfg: ServerConfig) -> None:
     """Everything that can refuse to start, before any model loads; then the weights settled
     (demo weights written, the downloaded folder when none was given)."""
     folder = refuse_early(cfg)
+    also = []
+    for other in also_models(cfg):
+        _settle(other, check_weights(other))
+        also.append(f"{other.config}={other.checkpoints}")
+    cfg.also = also
+    _settle(cfg, folder)
+
+
+def _settle(cfg: ServerConfig, folder: Path | None) -> None:
     if cfg.demo:
-        cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None))
-        cfg.config = DEMO_CONFIG
+        cfg.config = demo_config(cfg)
+        cfg.checkpoints = str(ensure_demo_weights(Path(cfg.checkpoints) if cfg.checkpoints else None, cfg.config))
     else:
         cfg.checkpoints = str(folder)
+
+
+def engine_threads(cfg: ServerConfig, workers: int = 1) -> int | None:
+    """The torch threads of this process's engine on CPU (float_rt.cpu.intra_op_threads): ``threads``
+    if set, else the cores this process may use minus ``cpu_reserve`` (the media threads and the
+    event loop), split between ``workers`` processes.  None on a GPU (torch's default kept)."""
+    import torch
+
+    from float_rt.cpu import use_threads
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not device.startswith("cpu"):
+        return None
+    return use_threads(cfg.cpu_reserve, cfg.threads or None, workers)
 
 
 def tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:

@@ -18,6 +18,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from streaming.audio_input import to_int16
 from streaming.session import Frame, Session
 
+from streaming.frames import FrameShaper
 from .stamp import draw_stamp
 
 log = logging.getLogger(__name__)
@@ -54,16 +55,14 @@ class _QueueTrack(MediaStreamTrack):
 class AvatarVideoTrack(_QueueTrack):
     kind = "video"
 
-    def __init__(self, size: int, fps: float, stamp: bool = False):
+    def __init__(self, shape: FrameShaper, fps: float, stamp: bool = False):
         super().__init__(maxsize=3)
-        self.size, self.stamp = size, stamp
+        self.shape, self.stamp = shape, stamp
         self.step = int(round(VIDEO_CLOCK / fps))
         self.count = 0
 
     def push(self, f: Frame) -> None:
-        img = f.image
-        if img.shape[0] != self.size:
-            img = cv2.resize(img, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        img = self.shape(f.image)
         if self.stamp:
             img = draw_stamp(img, f.index)
         # Both encoders take I420; OpenCV converts (same BT.601 coefficients as swscale, off the

@@ -35,7 +35,7 @@ from .app import AvatarServer
 from .config import ServerConfig
 from .listen import listening_socket
 from .metrics import Metrics
-from .startup import banner, check_exposure, prepare, tls_context
+from .startup import banner, check_exposure, engine_threads, prepare, tls_context
 
 log = logging.getLogger(__name__)
 
@@ -187,11 +187,8 @@ class Gate:
 
 
 def _cpu_threads(cfg: ServerConfig, n: int) -> None:
-    import torch
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cpu"):
-        # N engines on one CPU: split the cores rather than oversubscribe them N times.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    # N engines on one CPU: split the cores (less the media reserve) rather than oversubscribe them N times.
+    engine_threads(cfg, n)
 
 
 def worker_main(cfg: ServerConfig, index: int, n: int, sock: socket.socket, board: Board,
@@ -206,14 +203,14 @@ def worker_main(cfg: ServerConfig, index: int, n: int, sock: socket.socket, boar
     async def main():
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        server.engine.start()
+        server.start_engines()
         gate = Gate(server, sock, peers)
         try:
             await gate.run(stop)
         finally:
             board.clear(index)
             await server.close_connections()
-            server.engine.stop()
+            server.stop_engines()
 
     asyncio.run(main())
 

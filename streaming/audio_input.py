@@ -233,6 +233,7 @@ class SessionAudio:
         self.model = AudioInput(rate=rate)
         self.out = self.model if out_rate in (None, rate) else AudioInput(rate=out_rate)
         self._filler: tuple[int, int] | None = None    # where inserted silence began (model, out)
+        self.input_end: int | None = None   # samples received, once the input has ended (before padding)
 
     @property
     def rate(self) -> int:
@@ -275,6 +276,11 @@ class SessionAudio:
         if self.out is not self.model:
             self.out.append_silence(self._out_pos(until) - self.out.end)
 
+    @property
+    def has_filler(self) -> bool:
+        """Silence was inserted while starved (real audio may still replace it)."""
+        return self._filler is not None
+
     def drop_filler(self, keep_until: int) -> None:
         """Real audio arrived: inserted silence after ``keep_until`` (model) makes way for it."""
         if self._filler is not None:
@@ -301,6 +307,7 @@ class SessionAudio:
 
     def pad_to(self, pos: int) -> None:
         """End of input: repeat the last sample up to ``pos`` (the offline clip padding)."""
+        self.input_end = self.model.end
         self.model.append_repeat(pos - self.model.end)
 
     def read(self, a: int, b: int) -> np.ndarray:

@@ -8,8 +8,6 @@ import yaml
 
 from float_rt.config import build_dataclass
 
-# What `float-rt bench-stream --sections` can measure (streaming/bench.py).
-SECTIONS = ("features", "nfe", "offline", "configs", "sessions", "latency")
 
 
 @dataclass

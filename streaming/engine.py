@@ -1,10 +1,10 @@
-"""One engine, many sessions: the models live once on one device, work is batched per step.
+"""One engine, many sessions: one model family's model lives once on one device, work is batched per step.
 
-Each `step()` takes every session that has enough audio (or has ended), encodes
-their audio windows (equal lengths batched), predicts emotions where asked, runs
-one guided sampler call per (nfe, guided) group and one decoder call over all
-committed frames, then hands each session its frames.  The batch dimension keeps
-sessions apart: no layer mixes samples of a batch.
+Each `step()` takes every session that has enough audio (or has ended), asks the family for each
+one's next window (``plan``, under the session's lock), computes all of them in one batched call
+(``compute``), commits each result to its session, and renders every committed frame in one call.
+The family behind ``float_rt.live.LiveModel`` does the model work; the engine knows sessions,
+their clocks and their locks.  The batch dimension keeps sessions apart: no layer mixes samples.
 """
 from __future__ import annotations
 
@@ -14,23 +14,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from float_rt.backends import BackendConfig
-from float_rt.checkpoint import AUDIO_DIR, feature_extractor
-from float_rt.config import FloatConfig, build_dataclass, load_config
+from float_rt.config import build_dataclass, load_config
+from float_rt.controls import Controls
 from float_rt.cpu import flush_denormal
 from float_rt.errors import FloatRTError
-from float_rt.media import frames_to_uint8
-from float_rt.model import FloatModel
-from float_rt.pipeline import Reference, load_with_backends, resolve_device
+from float_rt.family import family_of, require
+from float_rt.live import Committed, LiveModel
 from float_rt.resources import config_path, resolve_checkpoints
-from float_rt.sampler import Conditions, Guidance, emotion_condition, pad_frames, sample_window, time_grid
 
 from .config import StreamConfig, load_stream_config
-from .features import encode_windows
+from .options import CONTROL_NAMES
 from .session import Frame, Session, SessionOptions
 
 log = logging.getLogger(__name__)
@@ -38,17 +35,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Plan:
-    """One session's share of a step (gathered under its lock, computed without it)."""
+    """One session's share of a step."""
     s: Session
-    ref: Reference                      # taken under the lock: close() may drop the session's copy
+    ref: Any                            # taken under the lock: close() may drop the session's copy
     epoch: int
-    t: int                              # first frame of the window
-    commit: int                         # frames committed by this step
-    known: int                          # frames from t with audio features (the rest replicate-padded)
-    left: int = 0                       # context frames in the encoder window before t
-    window: torch.Tensor | None = None  # normalised samples of the encoder window
-    feats: torch.Tensor | None = None   # (known, dim_a)
-    emotion_audio: torch.Tensor | None = None
+    t: int                              # the session's next frame when planned
+    work: Any                           # the family's plan
+    done: Committed | None = None
     audio: list[np.ndarray] = field(default_factory=list)   # per committed frame
     arrived: list[float] = field(default_factory=list)
 
@@ -69,13 +62,12 @@ class StepTimes:
 
 
 class Engine:
-    def __init__(self, model: FloatModel, cfg: FloatConfig, stream_cfg: StreamConfig,
-                 normalize_audio: bool = True, device: torch.device | str = "cpu", clock=time.monotonic,
-                 feature_extractor=None):
-        self.model, self.cfg, self.stream_cfg = model, cfg, stream_cfg
-        self.device = torch.device(device)
-        self.normalize_audio = normalize_audio
-        self.feature_extractor = feature_extractor   # the checkpoint's wav2vec2 preprocessor, if loaded
+    def __init__(self, live: LiveModel, stream_cfg: StreamConfig, clock=time.monotonic, cfg: Any = None):
+        self.live, self.stream_cfg = live, stream_cfg
+        self.cfg = cfg if cfg is not None else getattr(live, "cfg", None)   # the family's model config
+        self.model = getattr(live, "model", None)
+        self.device = live.device
+        self.feature_extractor = getattr(live, "feature_extractor", None)
         self.clock = clock
         self.last_times = StepTimes()
         self.history: collections.deque[StepTimes] = collections.deque(maxlen=10000)
@@ -86,12 +78,10 @@ class Engine:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_checkpoints(cls, ckpt_dir: str | Path, cfg: FloatConfig, stream_cfg: StreamConfig,
+    def from_checkpoints(cls, ckpt_dir: str | Path, cfg: Any, stream_cfg: StreamConfig,
                          device: str | None = None) -> Engine:
-        dev = resolve_device(device)
-        model = load_with_backends(cfg, ckpt_dir, dev)
-        fx = feature_extractor(Path(ckpt_dir) / AUDIO_DIR)
-        return cls(model, cfg, stream_cfg, bool(getattr(fx, "do_normalize", True)), dev, feature_extractor=fx)
+        fam = require(family_of(cfg), "engine")
+        return cls(fam.live_model(cfg, Path(ckpt_dir), stream_cfg, device), stream_cfg)
 
     @classmethod
     def load(cls, checkpoints: str | Path | None = None, config: str | Path = "float-512",
@@ -102,33 +92,87 @@ class Engine:
             stream_cfg = load_stream_config(config_path(stream_config))
         except (OSError, ValueError) as exc:
             raise FloatRTError(str(exc)) from exc
-        return cls.from_checkpoints(resolve_checkpoints(checkpoints), cfg, stream_cfg, device)
+        fam = family_of(cfg)
+        folder = resolve_checkpoints(checkpoints, fam.default_checkpoints(), fam.no_checkpoints)
+        return cls.from_checkpoints(folder, cfg, stream_cfg, device)
+
+    # ------------------------------------------------------------------ what the doors show
+    @property
+    def name(self) -> str:
+        """The model config's name (``float-512``, ``ditto``, ...)."""
+        return getattr(self.cfg, "name", self.live.name)
+
+    @property
+    def family(self) -> str:
+        return self.live.name
+
+    @property
+    def fps(self) -> int:
+        return self.live.fps
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.live.sampling_rate
+
+    @property
+    def image_size(self) -> int:
+        return self.live.image_size
+
+    @property
+    def frame_size(self) -> int:
+        return self.live.frame_size
+
+    @property
+    def emotions(self) -> tuple[str, ...]:
+        return self.live.emotions
+
+    @property
+    def option_names(self) -> frozenset[str]:
+        """The session options this engine's family takes (its own and those every family has)."""
+        return self.live.option_names | SessionOptions.COMMON
+
+    @property
+    def control_names(self) -> frozenset[str]:
+        """The avatar controls (float_rt/controls.py) this engine's family can express."""
+        return self.live.supported_controls
+
+    def prepare(self, image: np.ndarray, crop: bool = True):
+        """A photo (H, W, 3) uint8 RGB -> what ``open_session`` takes."""
+        return self.live.prepare(image, crop)
+
+    def paster(self, photo: np.ndarray, video_size: tuple[int, int] | None = None):
+        """Frames of a session on ``photo`` put back into it (``float_rt.media.FramePaster``), at
+        ``video_size`` (default the photo's, fitted into 1920x1080)."""
+        from float_rt.media import FramePaster
+        return FramePaster(photo, self.live.crop_box(photo), self.frame_size, video_size)
 
     # ------------------------------------------------------------------ sessions
     def default_options(self, **overrides) -> SessionOptions:
-        sc, s, fps = self.stream_cfg, self.cfg.sampling, self.cfg.model.fps
-        base = dict(emotion=s.emotion, a_cfg_scale=s.a_cfg_scale, e_cfg_scale=s.e_cfg_scale,
-                    nfe=sc.nfe, chunk_frames=sc.chunk_frames,
-                    lookahead_frames=sc.frames_of(sc.lookahead_ms, fps),
-                    left_frames=sc.frames_of(sc.left_context_ms, fps), noise=sc.noise, seed=sc.seed)
-        return build_dataclass(SessionOptions, base, "session", **overrides).validate()
+        """The family's defaults with ``overrides`` (options by name, controls by name or as
+        ``controls=Controls(...)``); what the family does not take is refused."""
+        given = {k: overrides.pop(k) for k in list(overrides) if k in CONTROL_NAMES}
+        if given:
+            overrides["controls"] = Controls.from_mapping(given, live=True, base=overrides.get("controls"))
+        unknown = sorted(k for k in overrides if k not in self.option_names and overrides[k] is not None)
+        if unknown:
+            raise FloatRTError(f"{', '.join(unknown)}: not an option of the {self.live.name} family "
+                               f"(it takes: {', '.join(sorted(self.option_names))})")
+        base = self.live.option_defaults(self.stream_cfg)
+        return self._checked(build_dataclass(SessionOptions, base, "session", **overrides))
 
-    def one_hot(self, label: str) -> torch.Tensor:
-        return emotion_condition(label, None, self.cfg.model.dim_e, self.model.labels).to(self.device)
+    def _checked(self, options: SessionOptions) -> SessionOptions:
+        return options.validate(self.emotions, self.live.name, self.live.supported_controls)
 
-    @torch.no_grad()
-    def open_session(self, image: torch.Tensor, options: SessionOptions | None = None,
-                     live: bool = False) -> Session:
-        """Start a session for a prepared reference image (1, 3, S, S) in [-1, 1].
+    def open_session(self, image, options: SessionOptions | None = None, live: bool = False) -> Session:
+        """Start a session for a prepared reference image (``prepare``'s output).
 
         ``live``: the session runs on the wall clock (silence is filled in when no audio
         comes, input is skipped when compute falls behind); otherwise it waits for audio.
         """
-        options = (options or self.default_options()).validate()
-        ref = Reference.encode(self.model, image)
-        emotion = self.one_hot(options.emotion or "neutral")
-        session = Session(self.cfg.model, self.stream_cfg, ref, options, live, emotion, wake=self.notify,
-                          release=self.remove, clock=self.clock)
+        options = self._checked(options or self.default_options())
+        ref = self.live.encode_reference(image)
+        session = Session(self.live, self.stream_cfg, ref, options, live, wake=self.notify, release=self.remove,
+                          clock=self.clock)
         with self._lock:
             self._sessions.append(session)
         return session
@@ -161,7 +205,7 @@ class Engine:
             self._thread = None
 
     def _run(self) -> None:
-        if self.device.type == "cpu" and BackendConfig.from_dict(self.cfg.backends).flush_denormal:
+        if getattr(self.device, "type", "cpu") == "cpu" and getattr(self.live, "flush_denormal", True):
             flush_denormal()    # per thread: the model's thread needs it too (float_rt/cpu.py)
         while not self._stop.is_set():
             if self.step() == 0:
@@ -188,141 +232,54 @@ class Engine:
         return len(plans)
 
     def _plan(self, s: Session) -> _Plan | None:
-        o, spf = s.options, s.spf
         with s._lock:
             if s.closed or s.finished:
                 return None
-            t = s.carry.next_frame
-            avail = s.available_frames()
-            commit = o.chunk_frames if not s.ended else min(o.chunk_frames, s.total_frames - t)
-            known = min(t + o.chunk_frames + o.lookahead_frames, avail) - t
-            plan = _Plan(s, s.ref, s.epoch, t, commit, known)
-            if s.features is not None:
-                plan.feats = s.features[t:t + known]
-            else:
-                a = max(t - o.left_frames, s.audio.start // spf + (s.audio.start % spf > 0), 0)
-                plan.left = t - a
-                end = (t + known) * spf
-                if self.normalize_audio:
-                    s.norm.update(s.audio.read(s.carry.norm_pos, end))
-                    s.carry.norm_pos = max(s.carry.norm_pos, end)
-                raw = s.audio.read(a * spf, end)
-                plan.window = torch.from_numpy(s.norm.apply(raw) if self.normalize_audio else raw)
-                cfg = self.stream_cfg
-                every = cfg.emotion_every_frames
-                if not s.fixed_emotion and (s.carry.emotion_at < 0 or t - s.carry.emotion_at >= every):
-                    n = cfg.emotion_window_ms * s.audio.rate // 1000
-                    emo = s.audio.read(max(0, end - n), end)
-                    plan.emotion_audio = torch.from_numpy(s.norm.apply(emo) if self.normalize_audio else emo)
-            for j in range(t, t + commit):
-                plan.audio.append(s.audio.read_out(j * s.spo, (j + 1) * s.spo).copy())
-                plan.arrived.append(s.arrival_of((j + 1) * spf))
-        return plan
+            work = self.live.plan(s.ref, s.carry, s.options, s.audio, s.features, s.ended, s.total_frames)
+            return _Plan(s, s.ref, s.epoch, s.carry.next_frame, work)
 
-    @torch.no_grad()
     def _compute(self, plans: list[_Plan]) -> None:
-        m, dev, times = self.cfg.model, self.device, StepTimes(sessions=len(plans))
-        tick = time.perf_counter()
-        todo = [p for p in plans if p.feats is None]
-        if todo:
-            out = encode_windows(self.model.audio, [p.window.to(dev) for p in todo], self.cfg.model.samples_per_frame)
-            for p, f in zip(todo, out):
-                p.feats = f[p.left:]
-        times.audio = time.perf_counter() - tick
-
-        tick = time.perf_counter()
-        emo = [p for p in plans if p.emotion_audio is not None]
-        by_len: dict[int, list[_Plan]] = {}
-        for p in emo:
-            by_len.setdefault(p.emotion_audio.numel(), []).append(p)
-        for group in by_len.values():
-            probs = self.model.emotion(torch.stack([p.emotion_audio for p in group]).to(dev))
-            for p, pr in zip(group, probs):
-                self._update_emotion(p, pr)
-        times.emotion = time.perf_counter() - tick
-
-        tick = time.perf_counter()
-        groups: dict[tuple[int, bool], list[_Plan]] = {}
+        times = StepTimes(sessions=len(plans))
+        self.live.compute([p.work for p in plans], times)
         for p in plans:
-            groups.setdefault((p.s.options.nfe, p.s.options.guided), []).append(p)
-        motions: dict[int, torch.Tensor] = {}
-        for (nfe, guided), group in groups.items():
-            wa = [pad_frames(p.feats[None], m.num_frames) for p in group]
-            c = Conditions(torch.cat(wa), torch.cat([p.ref.r_s for p in group]),
-                           torch.cat([p.s.carry.emotion for p in group]),
-                           torch.cat([p.s.carry.prev_x for p in group]),
-                           torch.cat([p.s.carry.prev_wa for p in group]))
-            g = Guidance(audio=torch.tensor([p.s.options.a_cfg_scale for p in group], device=dev).view(-1, 1, 1),
-                         emotion=torch.tensor([p.s.options.e_cfg_scale for p in group], device=dev).view(-1, 1, 1),
-                         enabled=guided)
-            # Fixed noise is aligned to the frame clock: frame f always starts from row f mod 50,
-            # as in the offline windows, whatever the chunk size.
-            x0 = torch.cat([p.s.carry.noise.next().roll(-(p.t % m.num_frames), dims=1)
-                            if p.s.carry.noise.fixed else p.s.carry.noise.next() for p in group])
-            x = sample_window(self.model.fmt, x0, c, g, time_grid(nfe, dev))
-            for i, p in enumerate(group):
-                motions[id(p)] = x[i:i + 1]
-                self._commit(p, x[i:i + 1], wa[i])
-        times.sample = time.perf_counter() - tick
-
+            self._commit(p)
         tick = time.perf_counter()
-        live = [p for p in plans if p.commit > 0]
+        live = [p for p in plans if p.done is not None]
         shown = [p for p in live if p.s.options.render]
-        images = dict(zip(map(id, shown), self._decode([(p.ref, motions[id(p)][0, :p.commit]) for p in shown])))
+        images = dict(zip(map(id, shown), self.live.render([(p.ref, p.done) for p in shown])))
         times.decode = time.perf_counter() - tick
         ready = self.clock()
         for p in live:
-            motion = motions[id(p)][0, :p.commit].cpu().numpy()
-            feats = p.feats[:p.commit].cpu().numpy()
-            imgs = images.get(id(p))
-            frames = [Frame(0, p.t + i, None if imgs is None else imgs[i], p.audio[i], motion[i], feats[i],
-                            p.arrived[i], ready) for i in range(p.commit)]
+            d, imgs = p.done, images.get(id(p))
+            motion = d.motion.cpu().numpy() if hasattr(d.motion, "cpu") else np.asarray(d.motion)
+            n = len(p.audio)
+            frames = [Frame(0, d.first + i, None if imgs is None else imgs[i], p.audio[i], motion[i],
+                            None if d.features is None else d.features[i], p.arrived[i], ready)
+                      for i in range(n)]
             p.s.deliver(frames, p.epoch)
-        times.frames = sum(p.commit for p in live)
+        times.frames = sum(len(p.audio) for p in live)
         self.last_times = times
         self.history.append(times)
 
-    def _update_emotion(self, p: _Plan, probs: torch.Tensor) -> None:
+    def _commit(self, p: _Plan) -> None:
         s = p.s
         with s._lock:
-            if s.fixed_emotion:
-                return
-            probs = probs.reshape(1, 1, -1)
-            a = self.stream_cfg.emotion_smoothing
-            s.carry.emotion = probs if s.carry.emotion_at < 0 else (1 - a) * s.carry.emotion + a * probs
-            s.carry.emotion_at = p.t
-
-    def _commit(self, p: _Plan, x: torch.Tensor, wa: torch.Tensor) -> None:
-        s, c = p.s, p.commit
-        with s._lock:
             if s.closed or s.epoch != p.epoch or s.carry.next_frame != p.t:
-                p.commit = 0
                 return
-            k = s.carry
-            k.commit(x[:, :c], wa[:, :c])
-            s.in_flight += c          # delivered after decoding: until then the session is not done
-            keep = max(s.options.left_frames, self.stream_cfg.emotion_window_ms * s.fps // 1000)
+            done = self.live.commit(s.carry, p.work)
+            if done is None or len(done.motion) == 0:
+                return
+            n = len(done.motion)
+            if s.total_frames is not None and s.ended:    # a family may pad past the end of the input
+                n = max(0, min(n, s.total_frames - done.first))
+                if n == 0:
+                    return
+                done = Committed(done.first, done.motion[:n], None if done.features is None else done.features[:n],
+                                 done.context)
+            p.done = done
+            for j in range(done.first, done.first + n):
+                p.audio.append(s.audio.read_out(j * s.spo, (j + 1) * s.spo).copy())
+                p.arrived.append(s.arrival_of((j + 1) * s.spf))
+            s.in_flight += n          # delivered after rendering: until then the session is not done
             # Output speech is kept back to the rewind floor: a barge-in may take those frames back.
-            s.audio.trim(min((k.next_frame - int(keep)) * s.spf, k.norm_pos), max(0, k.rewind_floor) * s.spo)
-
-    def _decode(self, items: list[tuple[Reference, torch.Tensor]]) -> list[np.ndarray]:
-        """Render the committed latents of several sessions in shared decoder batches."""
-        if not items:
-            return []
-        latents = torch.cat([ref.s_r + mo for ref, mo in items])
-        owners = torch.cat([torch.full((mo.shape[0],), i) for i, (_, mo) in enumerate(items)])
-        dec = self.model.motion.decoder
-        out = []
-        bs = self.stream_cfg.decode_batch
-        for a in range(0, latents.shape[0], bs):
-            idx = owners[a:a + bs]
-            if len(items) == 1:
-                feats = items[0][0].feats
-            else:
-                feats = [torch.cat([items[i][0].feats[level] for i in idx.tolist()])
-                         for level in range(len(items[0][0].feats))]
-            out.append(frames_to_uint8(dec(latents[a:a + bs], feats)))
-        images = np.concatenate(out)
-        counts = [mo.shape[0] for _, mo in items]
-        return np.split(images, np.cumsum(counts)[:-1])
-
+            s.audio.trim(s.carry.keep_from(), max(0, s.carry.rewind_floor) * s.spo)

@@ -11,6 +11,7 @@ import torch
 from float_rt.media import VideoWriter
 
 from .engine import Engine
+from .frames import FrameShaper
 from .session import Frame, Session
 
 
@@ -43,24 +44,25 @@ async def _feed(session: Session, samples: np.ndarray, rate: int, realtime: bool
 
 async def stream_file(engine: Engine, image: torch.Tensor, samples: np.ndarray, out: str | Path,
                       realtime: bool = False, trace: str | Path | None = None, progress=None,
-                      **options) -> StreamResult:
+                      photo: np.ndarray | None = None, **options) -> StreamResult:
     """Push ``samples`` (mono float, the model's rate) through a session and write the mp4.
 
-    ``realtime``: audio arrives at its own pace and frames leave on the 25 fps clock
+    ``photo``: the whole photo, for ``controls`` that paste back.  ``realtime``: audio arrives at its own pace and frames leave on the 25 fps clock
     (duplicates and skips included, as a viewer would see them); otherwise the file is
     processed as fast as the engine goes.
     """
-    m = engine.cfg.model
-    session = engine.open_session(image, engine.default_options(**options), live=realtime)
-    writer = VideoWriter(out, m.fps, m.input_size, sampling_rate=m.sampling_rate, with_audio=True)
+    opts = engine.default_options(**options)
+    shape = FrameShaper(engine, None, photo, opts.controls)    # the crop, or pasted into the photo
+    session = engine.open_session(image, opts, live=realtime)
+    writer = VideoWriter(out, engine.fps, shape.size, sampling_rate=engine.sampling_rate, with_audio=True)
     rows: list[Frame] = []
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     engine.start()
-    feeder = asyncio.create_task(_feed(session, samples, m.sampling_rate, realtime))
+    feeder = asyncio.create_task(_feed(session, samples, engine.sampling_rate, realtime))
     try:
         async for f in session.frames(realtime=realtime):
-            writer.write(f.image[None], f.audio)
+            writer.write(shape(f.image)[None], f.audio)
             rows.append(f)
             if progress:
                 progress(1)
@@ -77,10 +79,10 @@ async def stream_file(engine: Engine, image: torch.Tensor, samples: np.ndarray, 
         base = session.started
         np.savez(trace, pts=np.array([f.pts for f in rows]), index=np.array([f.index for f in rows]),
                  arrived=np.array([f.arrived - base for f in rows]), ready=np.array([f.ready - base for f in rows]),
-                 motion=np.stack([f.motion for f in rows]) if rows else np.zeros((0, m.dim_w)),
+                 motion=np.stack([f.motion for f in rows]) if rows else np.zeros((0, 0)),
                  duplicate=np.array([f.duplicate for f in rows]))
     steps = [h.total for h in engine.history]
     o = session.options
     return StreamResult(len(rows), stats.duplicated, stats.dropped_late + stats.dropped_backlog, wall,
-                        len(samples) / m.sampling_rate, lat, float(np.mean(steps) * 1e3) if steps else 0.0,
-                        (o.chunk_frames + o.lookahead_frames) * 1000 / m.fps)
+                        len(samples) / engine.sampling_rate, lat, float(np.mean(steps) * 1e3) if steps else 0.0,
+                        engine.live.algorithmic_latency_ms(o))

@@ -20,56 +20,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from float_rt.config import EMOTIONS, ModelConfig
 from float_rt.errors import FloatRTError
-from float_rt.pipeline import Reference
-from float_rt.sampler import WindowNoise, emotion_condition
+from float_rt.live import LiveModel
 
 from .audio_input import SessionAudio
 from .config import StreamConfig
-from .features import RunningNorm
-from .state import WindowCarry
+from .options import SessionOptions, check_changes
 
 _ids = itertools.count(1)
-
-
-@dataclass
-class SessionOptions:
-    """Per-session choices (defaults come from the engine's StreamConfig and sampling config)."""
-    emotion: str | None = None          # fixed label, or None: predicted from recent speech
-    a_cfg_scale: float = 2.0
-    e_cfg_scale: float = 1.0
-    nfe: int = 4
-    chunk_frames: int = 5
-    lookahead_frames: int = 4
-    left_frames: int = 50
-    noise: str = "fixed"
-    seed: int = 15
-    render: bool = True                 # False: motion only (benchmarks of the sampler)
-    audio_out_rate: int | None = None   # rate of each frame's speech (None: the model's 16 kHz)
-
-    def validate(self) -> SessionOptions:
-        if self.emotion is not None and self.emotion.lower() not in EMOTIONS:
-            raise FloatRTError(f"unknown emotion {self.emotion!r}; choose from {', '.join(EMOTIONS)}")
-        if not 1 <= self.chunk_frames <= 50:
-            raise FloatRTError(f"chunk_frames must be in 1..50, got {self.chunk_frames}")
-        if not 2 <= self.nfe <= 50:
-            raise FloatRTError(f"nfe must be in 2..50, got {self.nfe}")
-        for name in ("a_cfg_scale", "e_cfg_scale"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and -20 <= v <= 20):
-                raise FloatRTError(f"{name} must be a number in -20..20, got {v!r}")
-        if self.noise not in ("fixed", "fresh"):
-            raise FloatRTError(f"noise must be 'fixed' or 'fresh', got {self.noise!r}")
-        r = self.audio_out_rate
-        if r is not None and not (isinstance(r, int) and 8000 <= r <= 192000 and r % 25 == 0):
-            raise FloatRTError(f"audio_out_rate must be a whole number of samples per 40 ms frame "
-                               f"(8000, 16000, 22050, 24000, 44100, 48000, ...), got {r!r}")
-        return self
-
-    @property
-    def guided(self) -> bool:
-        return self.a_cfg_scale != 1.0 or self.e_cfg_scale != 1.0
 
 
 @dataclass
@@ -109,26 +67,21 @@ class Session:
     """``wake`` is called when the session has new work for the engine that serves it, and
     ``release`` once when it closes; the session knows nothing else of that engine."""
 
-    def __init__(self, model_cfg: ModelConfig, stream_cfg: StreamConfig, ref: Reference, options: SessionOptions,
-                 live: bool, emotion: torch.Tensor, *, wake: Callable[[], None],
-                 release: Callable[["Session"], None], clock=time.monotonic):
+    def __init__(self, model: LiveModel, stream_cfg: StreamConfig, ref, options: SessionOptions,
+                 live: bool, *, wake: Callable[[], None], release: Callable[["Session"], None], clock=time.monotonic):
         self.id = next(_ids)
+        self.model = model          # the family's live model: options and carry are its to read
         self.ref = ref
         self.options = options
         self.live = live
         self.clock = clock
         self._wake_engine, self._release = wake, release
-        m = self.model_cfg = model_cfg
-        self.fps, self.spf = m.fps, m.samples_per_frame
+        self.fps, self.spf = model.fps, model.samples_per_frame
         self.stream_cfg = stream_cfg
-        self.fixed_emotion = options.emotion is not None
-        noise = WindowNoise((1, m.num_frames, m.dim_w), options.seed, options.noise == "fixed", emotion.device)
         # Frames computed but not shown yet (at most the output queue and one step) can be taken back.
-        self.carry = WindowCarry.initial(m.num_prev_frames, m.dim_w, m.dim_a, emotion, noise,
-                                         rewind_limit=stream_cfg.max_output_frames + options.chunk_frames)
-        self.audio = SessionAudio(m.sampling_rate, options.audio_out_rate)
-        self.spo = int(self.audio.out_rate / m.fps)   # output samples per frame
-        self.norm = RunningNorm()
+        self.carry = model.new_carry(ref, options, rewind_limit=stream_cfg.max_output_frames)
+        self.audio = SessionAudio(model.sampling_rate, options.audio_out_rate)
+        self.spo = int(self.audio.out_rate / model.fps)   # output samples per frame
         self.features: torch.Tensor | None = None   # precomputed (T, dim_a) features, if fed
         self.stats = SessionStats()
         self.started = clock()
@@ -160,7 +113,10 @@ class Session:
         with self._lock:
             # Silence we inserted while starved and nobody has committed yet was only a
             # placeholder: real audio takes its place, so the timeline stays on the wall clock.
-            self.audio.drop_filler(self.carry.next_frame * self.spf)
+            # A family that has already read some of it (Ditto's features run ahead of the frames)
+            # forgets what it read of it first (as at a barge-in), so the speech drives the lips.
+            if self.audio.has_filler:
+                self.audio.drop_filler(self.carry.rewind(self.carry.next_frame) * self.spf)
             span = self.audio.push(samples, sample_rate, pts)
             self.stats.sanitised_samples = self.audio.sanitised
             limit = int(self.stream_cfg.max_input_seconds * self.audio.rate)
@@ -176,7 +132,7 @@ class Session:
     def push_features(self, features: torch.Tensor) -> None:
         """Feed precomputed per-frame audio features (T, dim_a) instead of audio (tests, offline parity)."""
         with self._lock:
-            self.features = features.to(self.carry.emotion.device)
+            self.features = features.to(self.model.device)
             self.total_frames = features.shape[0]
             self.ended = True
             now = self.clock()
@@ -196,25 +152,26 @@ class Session:
             self.ended = True
         self._wake_engine()
 
-    def set_emotion(self, emotion: str | None = None, e_cfg_scale: float | None = None,
-                    a_cfg_scale: float | None = None, probs: torch.Tensor | None = None) -> None:
-        """Change emotion (label, or None for predicted) and guidance scales mid-session."""
-        opts = dataclasses.replace(self.options, emotion=emotion,
-                                   e_cfg_scale=self.options.e_cfg_scale if e_cfg_scale is None else e_cfg_scale,
-                                   a_cfg_scale=self.options.a_cfg_scale if a_cfg_scale is None else a_cfg_scale)
-        opts.validate()
+    def update(self, **changes) -> None:
+        """Change options mid-session (those ``streaming.options.SPECS`` marks changeable and the
+        family takes); checked before anything changes."""
+        check_changes(changes, self.model.option_names, self.model.name)
+        opts = self.options.with_changes(changes).validate(self.model.emotions, self.model.name,
+                                                           self.model.supported_controls)
         with self._lock:
             self.options = opts
-            if probs is not None:
-                self.carry.emotion = probs.reshape(1, 1, -1).to(self.carry.emotion)
-                self.fixed_emotion = True
-            elif emotion is not None:
-                self.carry.emotion = emotion_condition(emotion, None, self.model_cfg.dim_e,
-                                                       EMOTIONS).to(self.carry.emotion)
-                self.fixed_emotion = True
-            else:
-                self.fixed_emotion = False
-                self.carry.emotion_at = -1   # predict at the next step
+            if "emotion" in changes:
+                self.model.set_emotion(self.carry, opts.emotion)
+
+    def set_emotion(self, emotion: str | None = None, e_cfg_scale: float | None = None,
+                    a_cfg_scale: float | None = None, probs: torch.Tensor | None = None) -> None:
+        """Change emotion (label, or None for predicted) and guidance scales mid-session; ``probs``:
+        a fixed mix of the family's emotions."""
+        changes = {"emotion": emotion, "e_cfg_scale": e_cfg_scale, "a_cfg_scale": a_cfg_scale}
+        self.update(**{k: v for k, v in changes.items() if v is not None or k == "emotion"})
+        if probs is not None:
+            with self._lock:
+                self.model.set_emotion(self.carry, None, probs)
 
     def interrupt(self) -> None:
         """Barge-in: drop queued speech and the frames not shown yet.
@@ -228,10 +185,10 @@ class Session:
             first_unshown = self._out[0].index if self._out else self.carry.next_frame
             self.stats.dropped_interrupt += len(self._out)
             self._out.clear()
-            self.carry.rewind(first_unshown)
-            self.audio.drop_after(self.carry.next_frame * self.spf)
+            resume = self.carry.rewind(first_unshown)   # new input counts from this frame on
+            self.audio.drop_after(resume * self.spf)
             if self.ended and self.features is None:
-                self.total_frames = self.carry.next_frame
+                self.total_frames = resume
         self._notify_out()
 
     def close(self) -> None:
@@ -274,7 +231,7 @@ class Session:
         return self.audio.end // self.spf
 
     def needed_frames(self) -> int:
-        return self.carry.next_frame + self.options.chunk_frames + self.options.lookahead_frames
+        return self.model.frames_needed(self.carry, self.options)
 
     def ready(self) -> bool:
         with self._lock:
@@ -300,9 +257,8 @@ class Session:
                     skip = min(skip, self.total_frames - self.carry.next_frame)
                 self.carry.skip(skip)
                 self.stats.dropped_backlog += skip
-                keep = self.carry.next_frame - max(self.options.left_frames, 1)
-                self.audio.trim(keep * self.spf, self.carry.next_frame * self.spo)
-                self.carry.norm_pos = max(self.carry.norm_pos, self.audio.start)
+                self.audio.trim(min(self.carry.keep_from(), self.carry.next_frame * self.spf),
+                                self.carry.next_frame * self.spo)
             if self.ended:
                 return
             # Starved (no audio by the time it was due): idle on silence.
@@ -383,7 +339,7 @@ class Session:
                         await self._wake.wait()
         cfg = self.stream_cfg
         period = 1.0 / self.fps
-        delay = (cfg.algorithmic_latency_ms(self.fps) + cfg.jitter_ms + cfg.output_delay_ms) / 1e3
+        delay = (self.model.algorithmic_latency_ms(self.options) + cfg.jitter_ms + cfg.output_delay_ms) / 1e3
         anchor = self.started + delay
         tick = self.clock()
         while not self.done:

@@ -13,6 +13,8 @@ SMALL = ROOT / "configs" / "small.yaml"
 DITTO_REF = DATA / "reference" / "ditto"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Kernel choices (float_rt/kernels.py) are timed in memory, not cached in the user's folder.
+os.environ.setdefault("FLOAT_RT_KERNEL_CACHE", "off")
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +44,43 @@ def small_engine(small_cfg, small_ckpt):
     engine = Engine.from_checkpoints(small_ckpt, small_cfg, unhurried_stream_config(), "cpu")
     yield engine
     engine.stop()
+
+
+@pytest.fixture(scope="session")
+def ditto_cfg():
+    from float_rt.config import load_config
+    from float_rt.resources import config_path
+    return load_config(config_path("ditto-tiny"))
+
+
+@pytest.fixture(scope="session")
+def ditto_ckpt(tmp_path_factory, ditto_cfg):
+    """Recipe weights of ditto-tiny in the published layout (a recipe HuBERT ONNX included)."""
+    from float_rt.family import family_of
+    out = tmp_path_factory.mktemp("ditto_tiny_ckpt")
+    family_of(ditto_cfg).write_demo_weights(ditto_cfg, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ditto_engine(ditto_cfg, ditto_ckpt):
+    """A streaming engine of the Ditto family (ditto-tiny), shared like ``small_engine``."""
+    from streaming.engine import Engine
+    from unhurried import unhurried_stream_config
+    engine = Engine.from_checkpoints(ditto_ckpt, ditto_cfg, unhurried_stream_config(), "cpu")
+    yield engine
+    engine.stop()
+
+
+FAMILIES = ("float", "ditto")
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family_engine(request, portrait_png):
+    """(engine, prepared portrait) of each family: transport tests run once per family."""
+    from float_rt.media import load_image
+    engine = request.getfixturevalue("small_engine" if request.param == "float" else "ditto_engine")
+    return engine, engine.prepare(load_image(portrait_png))
 
 
 @pytest.fixture(scope="session")

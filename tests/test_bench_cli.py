@@ -29,3 +29,6 @@ def test_bench_writes_the_official_names_idle_and_busy(family, small_ckpt, tmp_p
     for key in keys:
         assert res[key] > 0 and res["busy"][key] > 0, key
     assert not any(isinstance(v, bool) for v in res["busy"].values())
+    if family == "float":      # the kernels chosen by measurement (float_rt/kernels.py), each with its source
+        assert any(k.startswith("decoder ") for k in res["chosen_paths"])
+        assert all(d["source"] in ("measured", "cache", "forced", "only") for d in res["chosen_paths"].values())

@@ -199,7 +199,7 @@ def test_paste_back_is_the_photo_outside_the_mask():
     from float_rt.media import PasteBack, SquareCrop
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (101, 150, 3), dtype=np.uint8)
-    paste = PasteBack(img, SquareCrop(40, -10, 70, 64), 32)
+    paste = PasteBack(img, SquareCrop(40, -10, 70, 64), 32, colour_match=False)   # the frame's own colour
     out = paste(np.full((32, 32, 3), 255, np.uint8))
     assert out.shape == (100, 150, 3)
     mask = paste.mask[..., 0]

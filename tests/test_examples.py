@@ -164,8 +164,9 @@ def test_pipecat_bot_without_weights_says_how_to_give_them(tmp_path):
     assert "FLOAT_RT_CHECKPOINTS" in line and "--checkpoints" not in line
 
 
-def test_pipecat_bot_pipeline_builds(small_engine, small_portrait, monkeypatch):
+def test_pipecat_bot_pipeline_builds(family_engine, monkeypatch):
     """The example's pipeline, with its default services (constructed, not called) and the avatar."""
+    engine, portrait = family_engine
     from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 
@@ -173,7 +174,7 @@ def test_pipecat_bot_pipeline_builds(small_engine, small_portrait, monkeypatch):
     bot = load_example("pipecat_bot.py")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")
     transport = SmallWebRTCTransport(SmallWebRTCConnection(ice_servers=[]), bot.transport_params())
-    avatar = FloatAvatarService(small_engine, small_portrait, **SMALL_WEBRTC)
+    avatar = FloatAvatarService(engine, portrait, **SMALL_WEBRTC)
     pipeline = bot.build_pipeline(transport, *bot.build_services(), avatar)
     names = [type(p).__name__ for p in pipeline.processors]
     assert names.index("FloatAvatarService") == names.index("OpenAITTSService") + 1
@@ -245,3 +246,15 @@ def test_pipecat_bot_serves_its_own_page_and_answers_an_offer(monkeypatch):
     assert 'id="start"' in page and "<video" in page and "getUserMedia" in page and '"/api/offer"' in page
     assert re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", page, re.IGNORECASE) is None
     assert re.search(r"<(script|link|img|iframe)[^>]+(src|href)=\"(?!data:)", page) is None
+
+
+@pytest.mark.parametrize("config", ["small", "ditto-tiny"])
+def test_pipecat_bot_loads_the_family_its_config_names(config, small_ckpt, ditto_ckpt, monkeypatch):
+    """FLOAT_RT_CONFIG picks the family: the bot's engine and portrait are that family's."""
+    monkeypatch.setenv("FLOAT_RT_CONFIG", config)
+    monkeypatch.setenv("FLOAT_RT_CHECKPOINTS", str(small_ckpt if config == "small" else ditto_ckpt))
+    bot = load_example("pipecat_bot.py")
+    engine, image = bot.engine_and_image()
+    assert engine.name == config and engine.family == ("float" if config == "small" else "ditto")
+    session = engine.open_session(image)          # the portrait is what this family's sessions take
+    session.close()

@@ -95,12 +95,15 @@ def test_wheel_install_generates_from_another_directory(wheel_env, portrait_png,
     assert (elsewhere / "out.mp4").stat().st_size > 1000
 
 
-def test_wheel_install_serves_the_demo_from_another_directory(wheel_env):
+@pytest.mark.parametrize("family,model", [(None, "small"), ("ditto", "ditto-tiny")])
+def test_wheel_install_serves_the_demo_from_another_directory(wheel_env, family, model):
+    """``serve --demo`` (``--config ditto``: that family's demo config) on recipe weights, said so."""
     venv, _, elsewhere, env = wheel_env
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([str(venv / "bin" / "float-rt"), "serve", "--demo", "--port", str(port)],
+    server = subprocess.Popen([str(venv / "bin" / "float-rt"), "serve", "--demo", "--port", str(port),
+                               *(["--config", family] if family else [])],
                               cwd=elsewhere, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base, health = f"http://127.0.0.1:{port}", None
@@ -111,13 +114,17 @@ def test_wheel_install_serves_the_demo_from_another_directory(wheel_env):
                 health = json.loads(urllib.request.urlopen(base + "/healthz", timeout=2).read())
             except OSError:
                 time.sleep(0.3)
-        assert health == {"status": "ok", "sessions": 0, "max_sessions": 4, "model": "small", "demo_weights": True}
+        assert health == {"status": "ok", "sessions": 0, "max_sessions": 4, "model": model, "models": [model],
+                          "demo_weights": True}
         page = urllib.request.urlopen(base + "/").read().decode()
         assert "<video" in page and "app.js" in page
         assert urllib.request.urlopen(base + "/avatars/astronaut.jpg").read()[:2] == b"\xff\xd8"
     finally:
         server.terminate()
         server.wait(30)
+    out = server.stdout.read()
+    assert f"FLOAT-RT serving {model} on http://127.0.0.1:{port}/" in out
+    assert "[demo weights: output is noise, not a face]" in out       # the honest banner
 
 
 def _externally_managed() -> str | None:

@@ -57,7 +57,8 @@ def audio_of(item) -> np.ndarray:
     return np.frombuffer(item.data, np.int16).reshape(-1, item.num_channels)[:, 0]
 
 
-def test_generator_yields_frames_with_their_own_speech_and_segment_end(small_engine, small_portrait, speech24):
+def test_generator_yields_frames_with_their_own_speech_and_segment_end(family_engine, speech24):
+    engine, portrait = family_engine
     spo = 960
     pushed_at = {}
 
@@ -69,7 +70,7 @@ def test_generator_yields_frames_with_their_own_speech_and_segment_end(small_eng
         await gen.push_audio(AudioSegmentEnd())
 
     async def main():
-        gen = FloatVideoGenerator(small_engine, small_portrait, small_engine.default_options(emotion="neutral"),
+        gen = FloatVideoGenerator(engine, portrait, engine.default_options(emotion="neutral"),
                                   video_size=256, audio_sample_rate=24000)
         return await run_generator(gen, after_segment_ends(), script), gen
 
@@ -101,7 +102,8 @@ def test_generator_yields_frames_with_their_own_speech_and_segment_end(small_eng
 
 
 @pytest.mark.parametrize("rate,channels,ms", [(16000, 1, 10), (22050, 2, 20), (44100, 1, 7), (48000, 2, 10)])
-def test_generator_takes_any_tts_rate_layout_and_frame_size(small_engine, small_portrait, rate, channels, ms):
+def test_generator_takes_any_tts_rate_layout_and_frame_size(family_engine, rate, channels, ms):
+    engine, portrait = family_engine
     import av
     pcm = espeak("Testing one two three.", rate)
     ref = espeak("Testing one two three.", 24000).astype(np.float64)
@@ -112,7 +114,7 @@ def test_generator_takes_any_tts_rate_layout_and_frame_size(small_engine, small_
         await gen.push_audio(AudioSegmentEnd())
 
     async def main():
-        gen = FloatVideoGenerator(small_engine, small_portrait, small_engine.default_options(emotion="neutral"),
+        gen = FloatVideoGenerator(engine, portrait, engine.default_options(emotion="neutral"),
                                   audio_sample_rate=24000)
         return await run_generator(gen, after_segment_ends(frames=5), script)
 
@@ -130,7 +132,8 @@ def test_generator_takes_any_tts_rate_layout_and_frame_size(small_engine, small_
     del av
 
 
-def test_clear_buffer_mid_speech_stops_the_speech_at_once(small_engine, small_portrait, speech24):
+def test_clear_buffer_mid_speech_stops_the_speech_at_once(family_engine, speech24):
+    engine, portrait = family_engine
     long = np.concatenate([speech24] * 3)
     short = espeak("Yes.", 24000)
     marks = {}
@@ -151,7 +154,7 @@ def test_clear_buffer_mid_speech_stops_the_speech_at_once(small_engine, small_po
         await gen.push_audio(AudioSegmentEnd())
 
     async def main():
-        gen = FloatVideoGenerator(small_engine, small_portrait, small_engine.default_options(emotion="neutral"),
+        gen = FloatVideoGenerator(engine, portrait, engine.default_options(emotion="neutral"),
                                   audio_sample_rate=24000)
         items = await run_generator(gen, lambda items: "m" in marks and after_segment_ends(1, 5)(items), script)
         return items, gen
@@ -167,12 +170,13 @@ def test_clear_buffer_mid_speech_stops_the_speech_at_once(small_engine, small_po
     assert gen.session.stats.dropped_interrupt >= 0
 
 
-def test_avatar_runner_publishes_and_reports_playback(small_engine, small_portrait, speech24):
+def test_avatar_runner_publishes_and_reports_playback(family_engine, speech24):
+    engine, portrait = family_engine
     events = []
 
     async def main():
         room = StandInRoom()
-        gen = FloatVideoGenerator(small_engine, small_portrait, small_engine.default_options(emotion="neutral"),
+        gen = FloatVideoGenerator(engine, portrait, engine.default_options(emotion="neutral"),
                                   video_size=256, audio_sample_rate=24000)
         queue = QueueAudioOutput(sample_rate=24000, wait_playback_start=True)
         queue.on("playback_started", lambda ev: events.append(("started", time.monotonic())))
@@ -211,13 +215,14 @@ def test_avatar_runner_publishes_and_reports_playback(small_engine, small_portra
     assert gen.last_speech_yield <= cleared                                    # no speech after clear_buffer
 
 
-def test_agent_session_say_plays_out_through_the_avatar(small_engine):
+def test_agent_session_say_plays_out_through_the_avatar(family_engine):
+    engine, _ = family_engine
     tts = EspeakTTS()
 
     async def main():
         from livekit.agents import Agent, AgentSession
         session = AgentSession(tts=tts)
-        avatar = AvatarSession(preset="astronaut", engine=small_engine, video_size=128)
+        avatar = AvatarSession(preset="astronaut", engine=engine, video_size=128)
         await avatar.start(session, room=StandInRoom())
         await session.start(Agent(instructions="You are an avatar test."))
         handle = session.say("Hello there. I am a talking avatar.")
@@ -268,11 +273,12 @@ def test_capacity_reports_load_and_refuses_beyond_max():
     assert cap.load() == 0.0
 
 
-def test_worker_accepts_valid_jobs_as_the_avatar_on_behalf_of_the_agent(small_engine):
+def test_worker_accepts_valid_jobs_as_the_avatar_on_behalf_of_the_agent(family_engine):
+    engine, _ = family_engine
     from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
     from float_rt.media import preset_images
     from server.config import packaged_page
-    worker = AvatarWorker(small_engine, max_sessions=1, presets=preset_images([packaged_page() / "avatars"]))
+    worker = AvatarWorker(engine, max_sessions=1, presets=preset_images([packaged_page() / "avatars"]))
     job = AvatarJob("agent-AJ_x", "avatar-1", "Ava", preset="astronaut", options={"emotion": "happy"})
 
     async def ask(metadata):

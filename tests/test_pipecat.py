@@ -42,14 +42,25 @@ class Timestamps(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
+def until(condition, timeout: float = 300.0):
+    """Frames for ``run_test`` that wait (in short sleeps) until ``condition()``: a test waits for an
+    event, however long a busy machine takes, not for fixed seconds (``run_test`` reads its frames
+    lazily, so this goes in a generator of them)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met (a hang guard, not a speed limit)"
+        yield SleepFrame(0.05)
+
+
 def run(service, frames):
     down, _ = asyncio.run(run_test(service, frames_to_send=frames,
                                    pipeline_params=PipelineParams(audio_out_sample_rate=RATE)))
     return down
 
 
-def test_speech_frames_counts_order_and_audio(small_engine, small_portrait, speech):
-    svc = FloatAvatarService(small_engine, small_portrait, emotion="neutral", stamp=True)
+def test_speech_frames_counts_order_and_audio(family_engine, speech):
+    engine, portrait = family_engine
+    svc = FloatAvatarService(engine, portrait, emotion="neutral", stamp=True)
     text, transcript = TextFrame("hello"), TranscriptionFrame("user said", "u", "now")
     t0 = time.monotonic()
     down = run(svc, [SleepFrame(0.6), text, TTSStartedFrame(), *tts_frames(speech), TTSStoppedFrame(), transcript,
@@ -76,17 +87,21 @@ def test_speech_frames_counts_order_and_audio(small_engine, small_portrait, spee
     assert np.array_equal(out[:len(speech)], speech) and not out[len(speech):].any()
     j0 = svc.stats.speech_starts[0]
     for k, (i, f) in enumerate(audio):
-        img = np.frombuffer(down[i - 1].image, np.uint8).reshape(128, 128, 3)
+        img = np.frombuffer(down[i - 1].image, np.uint8).reshape(engine.frame_size, engine.frame_size, 3)
         assert read_stamp(img) == j0 + k
 
 
-def test_idle_frames_without_speech(small_engine, small_portrait):
+def test_idle_frames_without_speech(family_engine):
+    engine, portrait = family_engine
     probe = Timestamps()
+
+    def enough():
+        return sum(isinstance(f, OutputImageRawFrame) for _, f in probe.seen) > 8
 
     async def main():
         from pipecat.pipeline.pipeline import Pipeline
-        svc = FloatAvatarService(small_engine, small_portrait, emotion="neutral", video_size=64)
-        down, _ = await run_test(Pipeline([svc, probe]), frames_to_send=[SleepFrame(2.5)],
+        svc = FloatAvatarService(engine, portrait, emotion="neutral", video_size=64)
+        down, _ = await run_test(Pipeline([svc, probe]), frames_to_send=until(enough),
                                  pipeline_params=PipelineParams(audio_out_sample_rate=RATE))
         return down
 
@@ -99,17 +114,34 @@ def test_idle_frames_without_speech(small_engine, small_portrait):
     assert np.std(np.frombuffer(images[-1].image, np.uint8)) > 5
 
 
-def test_interruption_mid_speech_drops_queued_speech(small_engine, small_portrait, speech):
+def test_interruption_mid_speech_drops_queued_speech(family_engine, speech):
+    engine, portrait = family_engine
     long = np.concatenate([speech] * 3)
     probe = Timestamps()
 
+    def images_after(kind):
+        seen = [f for _, f in probe.seen]
+        cut = max((i for i, f in enumerate(seen) if isinstance(f, kind)), default=None)
+        return [] if cut is None else [f for f in seen[cut + 1:] if isinstance(f, OutputImageRawFrame)]
+
+    def stamps(images):
+        return {read_stamp(np.frombuffer(f.image, np.uint8).reshape(engine.frame_size, engine.frame_size, 3))
+                for f in images}
+
     async def main():
         from pipecat.pipeline.pipeline import Pipeline
-        svc = FloatAvatarService(small_engine, small_portrait, emotion="neutral", stamp=True)
-        down, _ = await run_test(Pipeline([svc, probe]), frames_to_send=[
-            TTSStartedFrame(), *tts_frames(long), TTSStoppedFrame(), SleepFrame(1.8), InterruptionFrame(),
-            SleepFrame(1.0), TTSStartedFrame(), *tts_frames(speech[:RATE // 2]), TTSStoppedFrame(), SleepFrame(1.5)],
-            pipeline_params=PipelineParams(audio_out_sample_rate=RATE))
+        svc = FloatAvatarService(engine, portrait, emotion="neutral", stamp=True)
+        speaking = lambda: sum(isinstance(f, TTSAudioRawFrame) for _, f in probe.seen) >= 10   # noqa: E731
+        moving = lambda: len(stamps(images_after(InterruptionFrame))) >= 3                      # noqa: E731
+        def frames():
+            yield from [TTSStartedFrame(), *tts_frames(long), TTSStoppedFrame()]
+            yield from until(speaking)
+            yield InterruptionFrame()
+            yield from until(moving)
+            yield from [TTSStartedFrame(), *tts_frames(speech[:RATE // 2]), TTSStoppedFrame(), SleepFrame(1.5)]
+
+        down, _ = await run_test(Pipeline([svc, probe]), frames_to_send=frames(),
+                                 pipeline_params=PipelineParams(audio_out_sample_rate=RATE))
         return svc, down
 
     svc, down = asyncio.run(main())
@@ -118,7 +150,7 @@ def test_interruption_mid_speech_drops_queued_speech(small_engine, small_portrai
     after = [f for _, f in seen[cut + 1:]]
     second = next(i for i, f in enumerate(after) if isinstance(f, TTSStartedFrame))
     assert not [f for f in after[:second] if isinstance(f, (TTSAudioRawFrame, TTSStoppedFrame))]
-    moving = {read_stamp(np.frombuffer(f.image, np.uint8).reshape(128, 128, 3))
+    moving = {read_stamp(np.frombuffer(f.image, np.uint8).reshape(engine.frame_size, engine.frame_size, 3))
               for f in after[:second] if isinstance(f, OutputImageRawFrame)}
     assert len(moving) >= 3                                                         # motion goes on
     assert sum(isinstance(f, TTSAudioRawFrame) for f in after[second:]) in (13, 14)   # the next reply plays
@@ -129,7 +161,8 @@ def test_interruption_mid_speech_drops_queued_speech(small_engine, small_portrai
     assert svc.stats.interruptions == 1
 
 
-def test_emotion_and_scales_change_mid_session(small_engine, small_portrait):
+def test_emotion_and_scales_change_mid_session(family_engine):
+    engine, portrait = family_engine
     changed = {}
 
     class Recording(FloatAvatarService):
@@ -138,25 +171,33 @@ def test_emotion_and_scales_change_mid_session(small_engine, small_portrait):
         async def push_frame(self, frame, direction=FrameDirection.DOWNSTREAM):
             if isinstance(frame, TextFrame):
                 o = self.session.options
-                changed[frame.text] = (o.emotion, o.e_cfg_scale, self.session.carry.emotion.flatten().tolist())
+                changed[frame.text] = (o.emotion, o.e_cfg_scale, engine.live.emotion_of(self.session.carry))
             await super().push_frame(frame, direction)
 
-    svc = Recording(small_engine, small_portrait, emotion="neutral")
-    down = run(svc, [TextFrame("before"), FloatAvatarUpdateFrame(emotion="sad", e_cfg_scale=2.0), TextFrame("after"),
+    scales = {"e_cfg_scale": 2.0} if engine.family == "float" else {}   # Ditto has no guidance scales to set
+    svc = Recording(engine, portrait, emotion="neutral")
+    down = run(svc, [TextFrame("before"), FloatAvatarUpdateFrame(emotion="sad", **scales), TextFrame("after"),
                      SleepFrame(0.3)])
     assert not [f for f in down if isinstance(f, FloatAvatarUpdateFrame)]          # ours: consumed
-    assert changed["before"][:2] == ("neutral", 1.0)
-    assert changed["after"][:2] == ("sad", 2.0) and changed["after"][2][5] == 1.0    # one-hot 'sad'
+    before, after = changed["before"], changed["after"]
+    assert before[0].lower() == "neutral" and after[0].lower() == "sad"
+    assert max(after[2], key=after[2].get).lower() == "sad"                        # the motion follows it
+    if scales:
+        assert (before[1], after[1]) == (1.0, 2.0)
+    else:
+        with pytest.raises(Exception, match="not an option of the ditto family"):
+            svc.set_emotion("sad", e_cfg_scale=2.0)
     svc.set_emotion("auto")
     assert svc.options.emotion is None
     with pytest.raises(Exception, match="unknown emotion"):
         svc.set_emotion("bored")
     with pytest.raises(Exception, match="unknown avatar option"):
-        FloatAvatarService(small_engine, small_portrait, volume=3)
+        FloatAvatarService(engine, portrait, volume=3)
 
 
-def test_upstream_frames_pass_untouched(small_engine, small_portrait):
-    svc = FloatAvatarService(small_engine, small_portrait, emotion="neutral")
+def test_upstream_frames_pass_untouched(family_engine):
+    engine, portrait = family_engine
+    svc = FloatAvatarService(engine, portrait, emotion="neutral")
     msg = TextFrame("upstream")
 
     async def main():

@@ -41,18 +41,18 @@ def test_offer_options():
     png = base64.b64encode(b"\x89PNG fake").decode()
     o = parse_offer({"type": "offer", "sdp": "v=0\r\n", "avatar": "data:image/png;base64," + png,
                      "emotion": "Happy", "nfe": 3, "chunk_frames": 10, "a_cfg_scale": 1.5, "stamp": True})
-    assert o.image == b"\x89PNG fake" and o.emotion == "happy" and o.nfe == 3 and o.chunk_frames == 10
-    assert o.a_cfg_scale == 1.5 and o.audio_input == "track" and o.stamp
-    assert parse_offer({"sdp": "v=0", "emotion": "auto"}).emotion is None
+    assert o.image == b"\x89PNG fake" and o.stamp and o.audio_input == "track"
+    assert o.session == {"emotion": "Happy", "nfe": 3, "chunk_frames": 10, "a_cfg_scale": 1.5}
+    assert parse_offer({"sdp": "v=0", "emotion": "auto"}).session == {"emotion": None}
     for bad in ({"sdp": 3}, {"sdp": "hello"}):
         assert code_of(parse_offer, bad) == "bad_sdp"
     for bad in ({"nfe": 1}, {"nfe": 2.5}, {"nfe": True}, {"chunk_frames": 51}, {"a_cfg_scale": float("nan")},
-                {"emotion": "bored"}, {"audio_input": "carrier pigeon"}, {"pcm_rate": 11025}):
+                {"emotion": 7}, {"steps": 0}, {"seed": -1}, {"audio_input": "carrier pigeon"}, {"pcm_rate": 11025}):
         assert code_of(parse_offer, {"sdp": "v=0", **bad}) == "bad_option"
     assert code_of(parse_offer, {"sdp": "v=0", "avatar": "!!"}) == "bad_image"
     assert code_of(parse_set, {"type": "set"}) == "bad_option"
-    s = parse_set({"type": "set", "emotion": "auto", "e_cfg_scale": 2})
-    assert s.emotion_given and s.emotion is None and s.e_cfg_scale == 2.0
+    assert parse_set({"type": "set", "emotion": "auto", "e_cfg_scale": 2}) == {"emotion": None, "e_cfg_scale": 2.0}
+    assert code_of(parse_set, {"type": "set", "sdp": "v=0"}) == "bad_option"     # not a session option
 
 
 @pytest.mark.parametrize("index", [0, 1, 255, 4097, 65535])
@@ -142,12 +142,13 @@ def test_video_track_sends_i420_with_the_frames_colours_and_stamp():
     import numpy as np
 
     from server.stamp import read_stamp
+    from streaming.frames import FrameShaper
     from server.tracks import AvatarVideoTrack
     from streaming.session import Frame
 
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur((rng.random((128, 128, 3)) * 255).astype(np.uint8), (15, 15), 4)
-    track = AvatarVideoTrack(size=256, fps=25, stamp=True)
+    track = AvatarVideoTrack(FrameShaper(size=256), fps=25, stamp=True)
     for i in (41, 42):
         track.push(Frame(pts=i, index=i, image=img, audio=np.zeros(640, np.float32), motion=None,
                          features=None, arrived=0.0, ready=0.0))

@@ -12,7 +12,8 @@ from float_rt.pipeline import FloatPipeline, sampling_with
 from streaming.audio_input import AudioInput, AudioInputError
 from streaming.config import StreamConfig, load_stream_config
 from streaming.engine import Engine
-from streaming.features import RunningNorm, encode_windows
+from float_rt.float_live import FloatLive
+from float_rt.stream_audio import RunningNorm, encode_windows
 
 
 class FakeClock:
@@ -40,7 +41,8 @@ def speech(speech_wav):
 
 def make_engine(pipe, clock=None, **cfg):
     kw = {"clock": clock} if clock else {}
-    return Engine(pipe.model, pipe.cfg, StreamConfig(**cfg), True, "cpu", **kw)
+    sc = StreamConfig(**cfg)
+    return Engine(FloatLive(pipe.model, pipe.cfg, sc, True, "cpu", decode_batch=sc.decode_batch), sc, **kw)
 
 
 def drain(engine, *sessions):
@@ -283,13 +285,13 @@ def test_a_session_is_not_done_while_its_last_frames_are_decoding(pipe, image, s
     s.push_audio(speech[:16000], 16000)
     s.end_input()
     seen = []
-    decode = engine._decode
+    decode = engine.live.render
 
     def watching(items):
         seen.append((s.finished, s.done))
         return decode(items)
 
-    engine._decode = watching
+    engine.live.render = watching
     frames = drain(engine, s)[0]
     assert seen and seen[-1] == (True, False)       # finished committing, not done: frames in flight
     assert len(frames) == 25 and s.done

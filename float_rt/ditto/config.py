@@ -5,7 +5,7 @@ official ``StreamSDK.setup``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..liveportrait.sizes import RendererSizes
 
@@ -58,6 +58,22 @@ class WindowOptions:
         return min(self.overlap, self.valid(seq_len)) if self.online else self.overlap
 
 
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a live session (``float-rt serve``, LiveKit, Pipecat) runs the windows: the official online
+    settings (``v0.4_hubert_cfg_trt_online``): 80-frame windows overlapping by 70, so each window
+    commits 10 frames (400 ms); 10 DDIM steps; the conditioning frame reset to the source every
+    window except for dims [0, 202) (scale, pose bins, translation)."""
+    overlap: int = 70
+    steps: int = 10
+    fix_cond_every: int = 1
+    fix_cond_dims: tuple[int, int] | None = (0, 202)
+
+    def windows(self, base: WindowOptions) -> WindowOptions:
+        return replace(base, overlap=self.overlap, fix_cond_every=self.fix_cond_every,
+                       fix_cond_dims=self.fix_cond_dims, online=True)
+
+
 # ---------------------------------------------------------------- the family's model config
 EMOTION_LABELS = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise", "Contempt")
 
@@ -90,6 +106,7 @@ class DittoConfig:
     sampler: SamplerOptions = DEFAULT_SAMPLER
     windows: WindowOptions = WindowOptions()
     source: SourceOptions = SourceOptions()
+    live: LiveOptions = LiveOptions()
     emotion: str = "Neutral"
     seed: int = 0
     fps: float = 25.0
@@ -101,7 +118,7 @@ class DittoConfig:
 def ditto_config(raw: dict, name: str) -> DittoConfig:
     """From a parsed YAML file; unknown sections or options are a ValueError naming them."""
     from ..config import build_dataclass
-    sections = {"family", "name", "renderer", "lmdm", "sampler", "windows", "source", "generate"}
+    sections = {"family", "name", "renderer", "lmdm", "sampler", "windows", "source", "live", "generate"}
     unknown = sorted(set(raw) - sections)
     if unknown:
         raise ValueError(f"unknown section(s) of a ditto config: {', '.join(unknown)}")
@@ -109,11 +126,21 @@ def ditto_config(raw: dict, name: str) -> DittoConfig:
     if windows.get("fix_cond_dims") is not None:
         windows["fix_cond_dims"] = tuple(windows["fix_cond_dims"])
     source = {k: tuple(v) if isinstance(v, list) else v for k, v in (raw.get("source") or {}).items()}
+    live = dict(raw.get("live") or {})
+    if live.get("fix_cond_dims") is not None:
+        live["fix_cond_dims"] = tuple(live["fix_cond_dims"])
+    live_opts = build_dataclass(LiveOptions, live, "live")
+    lmdm = build_dataclass(LMDMSizes, raw.get("lmdm"), "lmdm")
+    if not lmdm.seq_len / 2 <= live_opts.overlap < lmdm.seq_len:
+        # A live window's first emitted row is row ``overlap`` of the buffer, the first real frame,
+        # only when the fuse (min(overlap, valid)) spans the whole new part: overlap >= L/2.
+        raise ValueError(f"live.overlap must lie in [{lmdm.seq_len // 2}, {lmdm.seq_len}) for "
+                         f"{lmdm.seq_len}-frame windows, got {live_opts.overlap}")
     gen = build_dataclass(_Generate, raw.get("generate"), "generate")
     if gen.emotion not in EMOTION_LABELS:
         raise ValueError(f"generate.emotion {gen.emotion!r} is not one of {', '.join(EMOTION_LABELS)}")
     return DittoConfig(renderer=RendererSizes.from_dict(raw.get("renderer") or {}),
-                       lmdm=build_dataclass(LMDMSizes, raw.get("lmdm"), "lmdm"),
+                       lmdm=lmdm, live=live_opts,
                        sampler=build_dataclass(SamplerOptions, raw.get("sampler"), "sampler"),
                        windows=build_dataclass(WindowOptions, windows, "windows"),
                        source=build_dataclass(SourceOptions, source, "source"),

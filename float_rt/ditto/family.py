@@ -36,9 +36,14 @@ class DittoCarry:
 class DittoFamily:
     name = "ditto"
     emotions = EMOTION_LABELS
-    generate_options = frozenset({"steps", "paste_back"})
+    generate_options = frozenset({"steps", "paste_back", "video_size", "motion_scale", "expression_scale", "pose",
+                                  "pose_mode", "no_blink", "blink_rate", "gaze_camera"})
+    # float_rt/controls.py names: all of them (the motion is explicit: pose angles, t, keypoint expression)
+    supported_controls = frozenset({"paste_back", "video_size", "motion_scale", "expression_scale", "pose",
+                                    "pose_mode", "blink", "blink_rate", "gaze_camera", "state"})
     bench_reads_weights = False
-    commands = frozenset({"generate", "download", "demo-weights", "reference", "bench", "export"})
+    demo_config = "ditto-tiny"
+    commands = frozenset({"generate", "download", "demo-weights", "reference", "bench", "export", "engine"})
     default_repo = REPO
     licence = LICENCE
     licence_needs_acceptance = False   # Apache-2.0 and MIT: nothing to accept
@@ -63,6 +68,11 @@ class DittoFamily:
     def load(self, cfg, checkpoints: Path, device: str | None):
         from .generate import load_ditto
         return load_ditto(cfg, checkpoints, device)
+
+    def live_model(self, cfg, checkpoints: Path, stream_cfg, device: str | None):
+        from .generate import load_ditto
+        from .live_model import DittoLive
+        return DittoLive(load_ditto(cfg, checkpoints, device), cfg)
 
     def encode_reference(self, model, image: np.ndarray, options: argparse.Namespace):
         from .generate import crop_tensor, emotion_index, encode_source, face_crop
@@ -121,16 +131,44 @@ class DittoFamily:
         from .generate import render_frames, to_uint8
         return np.concatenate([to_uint8(f) for f in render_frames(model, reference, motion.rows, motion.d0)])
 
+    # ---- controls (float_rt/controls.py), per window of motion
+    def control_motion(self, model, reference, motion: DrivenMotion, controls, start: int = 0) -> DrivenMotion:
+        """The window's rows of frames [start, start + n) under ``controls`` (intensity, pose, blinks,
+        gaze, attentive motion while listening); default controls return ``motion`` itself."""
+        from .controls import control_rows
+        rows = control_rows(motion.rows, motion.d0, reference.info, controls, start, model.cfg.fps)
+        return motion if rows is motion.rows else replace(motion, rows=rows)
+
+    def state_inputs(self, model, reference, carry, controls, options: argparse.Namespace):
+        """(reference, carry) for the windows sampled in ``controls.state``: the emotion condition
+        (in Ditto's reference) is a mild one while listening or thinking, else the session's (--emo)."""
+        from .condition import emotion_vector
+        from .controls import listening_emotion, with_emotion
+        from .generate import emotion_index
+        emotion = listening_emotion() if controls.attentive else emotion_vector(
+            emotion_index(getattr(options, "emo", None), model.cfg))
+        return replace(reference, condition=with_emotion(reference.condition, emotion)), carry
+
+    def paster(self, model, reference, photo: np.ndarray, controls, limit=(1920, 1080)):
+        """The FramePaster putting frames back into ``photo`` (None without paste_back)."""
+        from ..media import FramePaster
+        from .generate import frame_size
+        if not controls.paste_back:
+            return None
+        return FramePaster(photo, reference.crop, frame_size(model.cfg), controls.video_size, limit=limit)
+
     # ---- commands
     def generate(self, cfg, checkpoints: Path, args: argparse.Namespace) -> int:
+        from ..controls import check_supported, controls_from_args
         from ..media import load_audio, load_image
         from .generate import emotion_index, face_crop, load_ditto, write_clip
+        controls = check_supported(controls_from_args(args), self.supported_controls, self.name)
         photo = load_image(args.ref)
         crop = face_crop(cfg, photo)                      # no face: one error line before loading anything
         samples = load_audio(args.audio, cfg.sampling_rate)
         model = load_ditto(cfg, checkpoints, args.device)
         return write_clip(model, photo, crop, samples, args.out, emotion_index(args.emo, cfg), steps=args.steps,
-                          seed=args.seed, paste_back=args.paste_back)
+                          seed=args.seed, controls=controls)
 
     def write_demo_weights(self, cfg, out: Path) -> Path:
         from .weights import write_demo_folder

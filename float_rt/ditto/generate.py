@@ -143,25 +143,30 @@ def frame_size(cfg: DittoConfig) -> int:
 
 
 def write_clip(model: DittoModel, photo: np.ndarray, crop: SquareCrop, samples: np.ndarray, out_path: str | Path,
-               emotion: int, steps: int | None = None, seed: int | None = None, paste_back: bool = False,
+               emotion: int, steps: int | None = None, seed: int | None = None, controls=None,
                progress: bool = True) -> int:
     """photo + 16 kHz speech -> mp4 (H.264 + AAC) with ceil(seconds * 25) frames, written as they are
-    rendered; with ``paste_back`` the frames are put back into the photo, at its size."""
+    rendered.  ``controls`` (float_rt/controls.py): the motion controls (ditto/controls.py) and, with
+    ``paste_back``, the frames put back into the photo, at its size or ``video_size``."""
     from tqdm.auto import tqdm
 
+    from ..controls import Controls
     from ..liveportrait.renderer import exact_float32
     from ..media import PasteBack, check_audio, write_video
+    from .controls import control_rows
     cfg = model.cfg
+    controls = controls or Controls()
     check_audio(samples, warn_silence=False)   # load_audio warned of silence already
     side = frame_size(cfg)
-    paste = PasteBack(photo, crop, side) if paste_back else None
+    paste = PasteBack(photo, crop, side, controls.video_size) if controls.paste_back else None
 
     def batches():   # runs only once the output is open
         with exact_float32():
             ref = encode_source(model, crop_tensor(crop.cut(photo)), emotion, crop=crop)
             result = clip_motion(model, ref, audio_features(model, samples), steps=steps, seed=seed)
+            motion = control_rows(result.motion, result.d0, ref.info, controls, 0, cfg.fps)
             bar = tqdm(total=result.motion.shape[0], desc="rendering", unit="frame", disable=not progress)
-            for frames in render_frames(model, ref, result.motion, result.d0):
+            for frames in render_frames(model, ref, motion, result.d0):
                 rgb = to_uint8(frames)
                 yield np.stack([paste(f) for f in rgb]) if paste else rgb
                 bar.update(len(rgb))

@@ -105,7 +105,7 @@ def _offline(model, cfg: DittoConfig, ref, waveform: np.ndarray, noise: MotionNo
                    result.trace.windows, result.motion, result.d0)
 
 
-def _online(model, cfg: DittoConfig, ref, waveform: np.ndarray, noise: MotionNoise) -> _Motion:
+def online_run(model, cfg: DittoConfig, ref, waveform: np.ndarray, noise: MotionNoise) -> _Motion:
     """The official online worker: a buffer that starts with the features of ``overlap`` frames of
     silence (offline chunking), then 5 rows per streamed chunk; d0 and the emitted rows as live.py."""
     scheduler = DDIMScheduler(cfg.sampler)
@@ -142,7 +142,7 @@ def _run(model, cfg: DittoConfig, raw: dict, inputs: dict, wanted: set[str] | No
     out.update(f_s=ref.f_s.numpy(), f_s_center=_center(ref.f_s, 8).numpy(), x_s=ref.x_s.numpy())
 
     noise = MotionNoise(torch.from_numpy(inputs["noise_steps"]), torch.from_numpy(inputs["noise_init"]))
-    run = (_online if cfg.windows.online else _offline)(model, cfg, ref, inputs["waveform"].astype(np.float32),
+    run = (online_run if cfg.windows.online else _offline)(model, cfg, ref, inputs["waveform"].astype(np.float32),
                                                          noise)
     out.update(hubert_chunks=run.chunks, aud_feat=run.features.numpy(),
                aud_cond_windows=torch.stack(run.cond_windows).numpy(),

@@ -31,13 +31,15 @@ def guided_prediction(model: MotionDecoder, x: torch.Tensor, cond_frame: torch.T
 @torch.no_grad()
 def sample_window(model: MotionDecoder, scheduler: DDIMScheduler, cond_frame: torch.Tensor, cond: torch.Tensor,
                   x_T: torch.Tensor, step_noises: torch.Tensor) -> torch.Tensor:
-    """(1, 265) conditioning frame, (1, L, 1103) condition, (1, L, 265) start noise,
-    (S-1, L, 265) step noises -> (1, L, 265) motion window."""
+    """(B, 265) conditioning frames, (B, L, 1103) conditions, (B, L, 265) start noises,
+    (S-1, L, 265) or (S-1, B, L, 265) step noises -> (B, L, 265) motion windows."""
     audio = model.audio_context(cond)   # fixed for the whole window
     x = x_T
     for k in range(len(scheduler.time_pairs)):
         t = scheduler.timestep(k, x.shape[0], x.device)
         x_start = guided_prediction(model, x, cond_frame, audio, t, scheduler.options.guidance_weight)
-        noise = step_noises[k].unsqueeze(0) if k < scheduler.num_noises else None
+        noise = None
+        if k < scheduler.num_noises:   # (S-1, L, D) shared by the batch, or (S-1, B, L, D) one per row
+            noise = step_noises[k] if step_noises.dim() == 4 else step_noises[k].unsqueeze(0)
         x = scheduler.step(x, x_start, k, noise)
     return x

@@ -21,6 +21,11 @@ class ConvBN(nn.Module):
     def forward(self, x):
         if not self.training and fast.active(x):
             w, b = fast.fold_bn(self.conv, self.bn, fast.layout_of(x))
+            if w.dim() == 5 and fast.winograd3d_ok(self.conv, x):
+                return fast.winograd_conv3d(self.conv, w, b, x)
+            if w.dim() == 4 and fast.winograd_ok(w, self.conv.stride, self.conv.padding, self.conv.dilation,
+                                                 self.conv.groups):
+                return fast.winograd_conv3x3(self.conv, "_fast_winograd_bn", w, b, x)
             op = F.conv2d if w.dim() == 4 else F.conv3d
             return op(x, w, b, self.conv.stride, self.conv.padding, self.conv.dilation, self.conv.groups)
         return self.bn(self.conv(x))

@@ -24,7 +24,9 @@ from livekit.agents.voice.avatar import AvatarSession as _AvatarSession
 from float_rt.errors import FloatRTError
 from float_rt.media import crop_face, preset_images
 
-from .job import SESSION_KEYS, AvatarJob, encode_reference, read_portrait
+from streaming.options import parse_options
+
+from .job import SESSION_KEYS, AvatarJob, agent_state, encode_reference, read_portrait
 from .worker import AGENT_NAME
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class AvatarSession(_AvatarSession):
 
     ``image``: a portrait (path, encoded bytes or RGB array), cropped around the face unless
     ``crop=False``; or ``preset``, a portrait the worker (or the packaged page) has.
-    ``options``: per-avatar session choices (emotion, a_cfg_scale, e_cfg_scale, nfe, chunk_frames, seed).
+    ``options``: per-avatar session options (``streaming.options.SPECS``; the family's, e.g. emotion).
     Local mode takes an ``engine`` or builds one from ``checkpoints`` (default: the downloaded folder).
     """
 
@@ -59,6 +61,7 @@ class AvatarSession(_AvatarSession):
         self._image, self._preset, self._crop = image, preset, crop
         self._engine, self._checkpoints, self._config, self._device = engine, checkpoints, config, device
         self._options = dict(options or {})
+        parse_options(self._options)            # checked now; the engine checks the family's own
         self._video_size, self._rate = video_size, audio_sample_rate
         self._worker_agent_name = worker_agent_name
         self._identity, self._name = avatar_identity, avatar_name
@@ -105,18 +108,19 @@ class AvatarSession(_AvatarSession):
     async def _start_local(self, agent_session, room: rtc.Room) -> None:
         import asyncio
 
-        from float_rt.media import prepare_reference
-
         from .generator import FloatVideoGenerator
         engine = await asyncio.to_thread(self._local_engine)
-        image = await asyncio.to_thread(prepare_reference, self._portrait(), engine.cfg.model.input_size,
-                                        self._crop and self._preset is None)
+        photo = self._portrait()
+        image = await asyncio.to_thread(engine.prepare, photo, self._crop and self._preset is None)
         self.generator = FloatVideoGenerator(engine, image, engine.default_options(**self._options),
-                                             video_size=self._video_size, audio_sample_rate=self._rate)
+                                             video_size=self._video_size, audio_sample_rate=self._rate,
+                                             photo=photo)
+        # The agent's state (lk.agent.state) drives the avatar's: attentive while the user speaks.
+        agent_session.on("agent_state_changed", lambda ev: self.generator.set_state(agent_state(ev.new_state)))
         # The agent resamples its TTS to our rate; playback starts when the avatar speaks, not when queued.
         self.audio_output = QueueAudioOutput(sample_rate=self._rate, wait_playback_start=True)
         self.runner = AvatarRunner(room, audio_recv=self.audio_output, video_gen=self.generator,
-                                   options=AvatarOptions(self._video_size, self._video_size, self.generator.fps,
+                                   options=AvatarOptions(*self.generator.video_size, self.generator.fps,
                                                          self._rate, 1))
         await self.runner.start()
         agent_session.output.replace_audio_tail(self.audio_output)

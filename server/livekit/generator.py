@@ -24,7 +24,10 @@ from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 from float_rt.errors import FloatRTError
 from streaming.audio_input import to_int16
 from streaming.engine import Engine
-from streaming.session import Frame, SessionOptions
+from streaming.options import SessionOptions
+
+from streaming.frames import FrameShaper
+from streaming.session import Frame
 from streaming.speech import SpeechTrack
 
 log = logging.getLogger(__name__)
@@ -45,14 +48,14 @@ class GeneratorStats:
 class FloatVideoGenerator(VideoGenerator):
     """A FLOAT-RT avatar for ``AvatarRunner``: one live session on a shared ``streaming.Engine``.
 
-    ``image`` is a prepared reference (1, 3, S, S) in [-1, 1] (``float_rt.media.prepare_reference``);
+    ``image`` is a prepared reference (``engine.prepare(photo)``);
     ``options`` are the session's (``engine.default_options()`` when None).  The engine's worker
     thread is started if it is not running; closing the generator closes only its session.
     """
 
     def __init__(self, engine: Engine, image: torch.Tensor, options: SessionOptions | None = None, *,
                  video_size: int | None = None, video_format: Literal["rgba", "i420"] = "i420",
-                 audio_sample_rate: int = 24000, audio_channels: int = 1):
+                 audio_sample_rate: int = 24000, audio_channels: int = 1, photo: np.ndarray | None = None):
         if video_format not in VIDEO_FORMATS:
             raise FloatRTError(f"video_format must be one of {', '.join(VIDEO_FORMATS)}, got {video_format!r}")
         if audio_channels not in (1, 2):
@@ -60,10 +63,12 @@ class FloatVideoGenerator(VideoGenerator):
         opts = dataclasses.replace(options or engine.default_options(), audio_out_rate=audio_sample_rate)
         self.engine = engine
         self.session = engine.open_session(image, opts.validate(), live=True)
-        self.video_size = video_size or engine.cfg.model.input_size
+        # The picture sent: the crop at video_size, or (controls.paste_back) pasted into ``photo``.
+        self.shape = FrameShaper(engine, video_size, photo, opts.controls)
+        self.video_size = self.shape.size
         self.video_format = video_format
         self.audio_sample_rate, self.audio_channels = audio_sample_rate, audio_channels
-        self.fps = engine.cfg.model.fps
+        self.fps = engine.fps
         self.stats = GeneratorStats()
         self.speech = SpeechTrack(self.session)
         self.last_speech_yield: float | None = None   # wall time of the last speech audio yielded
@@ -75,10 +80,10 @@ class FloatVideoGenerator(VideoGenerator):
                          config: str = "float-512", stream_config: str = "stream", device: str | None = None,
                          crop: bool = True, **kwargs) -> FloatVideoGenerator:
         """Load an engine of its own (``checkpoints``: default the downloaded folder) for one avatar."""
-        from float_rt.media import load_image, prepare_reference
+        from float_rt.media import load_image
         engine = Engine.load(checkpoints, config, stream_config, device)
         img = load_image(image) if isinstance(image, (str, Path)) else image
-        return cls(engine, prepare_reference(img, engine.cfg.model.input_size, crop=crop), **kwargs)
+        return cls(engine, engine.prepare(img, crop=crop), **kwargs)
 
     # ------------------------------------------------------------------ audio in
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
@@ -94,13 +99,17 @@ class FloatVideoGenerator(VideoGenerator):
 
     # ------------------------------------------------------------------ media out
     def _video_frame(self, img: np.ndarray) -> rtc.VideoFrame:
-        if img.shape[0] != self.video_size:
-            img = cv2.resize(img, (self.video_size, self.video_size), interpolation=cv2.INTER_LINEAR)
+        img = self.shape(img)
         if self.video_format == "i420":
             data = cv2.cvtColor(img, cv2.COLOR_RGB2YUV_I420)
         else:
             data = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA)
-        return rtc.VideoFrame(self.video_size, self.video_size, VIDEO_FORMATS[self.video_format], data.tobytes())
+        w, h = self.video_size
+        return rtc.VideoFrame(w, h, VIDEO_FORMATS[self.video_format], data.tobytes())
+
+    def set_state(self, state: str) -> None:
+        """The agent's state (speaking, listening, thinking, idle): attentive motion while listening."""
+        self.session.update(state=state)
 
     def _audio_frame(self, audio: np.ndarray) -> rtc.AudioFrame:
         pcm = to_int16(audio)

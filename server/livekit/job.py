@@ -16,12 +16,20 @@ import numpy as np
 
 from float_rt.errors import FloatRTError
 from float_rt.media import decode_image, load_image
+from streaming.options import CONTROL_NAMES, SPECS, parse_options
 
 VERSION = 1
 MAX_METADATA_BYTES = 256 * 1024
-# Session options an agent may choose per avatar (the rest are the worker's).
-SESSION_KEYS = ("emotion", "a_cfg_scale", "e_cfg_scale", "nfe", "chunk_frames", "seed")
+# Session options an agent may choose per avatar (streaming/options.py; the rest are the worker's).
+SESSION_KEYS = (*SPECS, *sorted(CONTROL_NAMES))
 AUDIO_RATES = (16000, 22050, 24000, 44100, 48000)
+# LiveKit's agent states (the ``lk.agent.state`` attribute) -> the avatar's ``state`` control.
+AGENT_STATES = {"listening": "listening", "thinking": "thinking", "speaking": "speaking", "idle": "idle",
+                "initializing": "idle"}
+
+
+def agent_state(state: str) -> str:
+    return AGENT_STATES.get(str(state), "idle")
 
 
 @dataclass
@@ -71,6 +79,10 @@ class AvatarJob:
             raise FloatRTError("preset must be a string")
         if not isinstance(self.options, dict) or set(self.options) - set(SESSION_KEYS):
             raise FloatRTError(f"options may only hold {', '.join(SESSION_KEYS)}")
+        controls = parse_options(self.options).get("controls")    # checked; kept as sent (JSON)
+        if controls is not None and controls.paste_back and self.image is not None:
+            raise FloatRTError("paste_back needs the whole photo on the worker: use a preset the worker has "
+                               "(a job carries only the cropped face)")
         if not isinstance(self.video_size, int) or not 64 <= self.video_size <= 2048:
             raise FloatRTError("video_size must be an integer in 64..2048")
         if self.audio_sample_rate not in AUDIO_RATES:

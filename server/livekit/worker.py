@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Callable
 
 from float_rt.errors import FloatRTError
-from float_rt.media import prepare_reference
 from streaming.engine import Engine
 
-from .job import AvatarJob
+from .job import AvatarJob, agent_state
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +103,15 @@ class AvatarWorker:
     def load(self) -> float:
         return self.capacity.load()
 
-    def reference(self, job: AvatarJob):
+    def photo(self, job: AvatarJob):
+        """The whole photo of a preset (paste-back), None for a job's cropped portrait."""
         from float_rt.media import load_image
-        size = self.engine.cfg.model.input_size
+        return load_image(self.presets[job.preset]) if job.preset is not None else None
+
+    def reference(self, job: AvatarJob):
         if job.preset is not None:
-            return prepare_reference(load_image(self.presets[job.preset]), size, crop=True)
-        return prepare_reference(job.image_array(), size, crop=False)   # cropped on the agent side
+            return self.engine.prepare(self.photo(job), crop=True)
+        return self.engine.prepare(job.image_array(), crop=False)   # cropped on the agent side
 
     async def entrypoint(self, ctx) -> None:
         from livekit import rtc
@@ -134,12 +136,13 @@ class AvatarWorker:
             ctx.room.on("disconnected", lambda *_: gone.set())
             await asyncio.wait_for(ctx.wait_for_participant(identity=job.agent_identity), JOIN_TIMEOUT_S)
             options = self.engine.default_options(**job.options)
+            photo = self.photo(job)
             gen = FloatVideoGenerator(self.engine, image, options, video_size=job.video_size,
-                                      audio_sample_rate=job.audio_sample_rate)
+                                      audio_sample_rate=job.audio_sample_rate, photo=photo)
+            follow_agent_state(ctx.room, job.agent_identity, gen)
             receiver = DataStreamAudioReceiver(ctx.room, sender_identity=job.agent_identity)
-            size = job.video_size
             runner = AvatarRunner(ctx.room, audio_recv=receiver, video_gen=gen,
-                                  options=AvatarOptions(size, size, gen.fps, job.audio_sample_rate, 1))
+                                  options=AvatarOptions(*gen.video_size, gen.fps, job.audio_sample_rate, 1))
             await runner.start()
             await gone.wait()
         except (FloatRTError, asyncio.TimeoutError) as exc:
@@ -151,6 +154,21 @@ class AvatarWorker:
                 gen.close()
             self.capacity.finish()
             ctx.shutdown("avatar done")
+
+
+def follow_agent_state(room, agent_identity: str, gen) -> None:
+    """The agent publishes its state as the participant attribute ``lk.agent.state``; the avatar
+    follows it (attentive while the user speaks)."""
+    from livekit.agents.types import ATTRIBUTE_AGENT_STATE
+
+    def on_attributes(changed: dict, participant) -> None:
+        if participant.identity == agent_identity and ATTRIBUTE_AGENT_STATE in changed:
+            gen.set_state(agent_state(changed[ATTRIBUTE_AGENT_STATE]))
+
+    room.on("participant_attributes_changed", on_attributes)
+    agent = room.remote_participants.get(agent_identity)
+    if agent is not None and ATTRIBUTE_AGENT_STATE in agent.attributes:
+        gen.set_state(agent_state(agent.attributes[ATTRIBUTE_AGENT_STATE]))
 
 
 def require_env() -> None:

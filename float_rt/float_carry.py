@@ -1,11 +1,12 @@
-"""What a session carries from one window to the next (one visible dataclass)."""
+"""What a live FLOAT session carries from one window to the next (one visible dataclass)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from float_rt.sampler import WindowNoise
+from .sampler import WindowNoise
+from .stream_audio import RunningNorm
 
 
 @dataclass
@@ -21,14 +22,18 @@ class WindowCarry:
     noise: WindowNoise          # start noise of each window (official fixed seed, or fresh draws)
     norm_pos: int = 0           # audio (16 kHz samples) folded into the input normalisation so far
     emotion_at: int = -1        # frame index of the last emotion prediction (-1: never)
+    fixed_emotion: bool = False # False: predicted from recent speech every few frames
     rewind_limit: int = 0
+    keep_frames: int = 0        # audio frames before next_frame a later window still reads
+    spf: int = 640              # 16 kHz samples per frame
+    norm: RunningNorm = field(default_factory=RunningNorm)
 
     @classmethod
     def initial(cls, num_prev: int, dim_w: int, dim_a: int, emotion: torch.Tensor,
-                noise: WindowNoise, rewind_limit: int = 0) -> WindowCarry:
+                noise: WindowNoise, rewind_limit: int = 0, **kw) -> WindowCarry:
         # Like the offline sampler, the first window's context is all zeros (frames -P..-1).
         return cls(0, emotion.new_zeros(1, num_prev, dim_w), emotion.new_zeros(1, num_prev, dim_a),
-                   num_prev, emotion, noise, rewind_limit=rewind_limit)
+                   num_prev, emotion, noise, rewind_limit=rewind_limit, **kw)
 
     @property
     def prev_x(self) -> torch.Tensor:
@@ -53,6 +58,8 @@ class WindowCarry:
         returned to, since a frame after it would then follow the wrong context."""
         self.past_x, self.past_wa = self.prev_x, self.prev_wa
         self.next_frame += n
+        # The skipped input is not read, nor folded into the normalisation.
+        self.norm_pos = max(self.norm_pos, (self.next_frame - self.keep_frames) * self.spf)
 
     @property
     def rewind_floor(self) -> int:
@@ -66,3 +73,7 @@ class WindowCarry:
             self.past_x, self.past_wa = self.past_x[:, :-back], self.past_wa[:, :-back]
             self.next_frame -= back
         return self.next_frame
+
+    def keep_from(self) -> int:
+        """The earliest 16 kHz sample a later window reads (left context, emotion window, normalisation)."""
+        return min((self.next_frame - self.keep_frames) * self.spf, self.norm_pos)

@@ -1,4 +1,4 @@
-"""Streaming audio features (pure tensor code).
+"""Streaming wav2vec2 features of the FLOAT family (pure tensor code).
 
 wav2vec2 is bidirectional, so each step encodes a window of audio: up to
 ``left`` frames already committed, the new frames, and ``lookahead`` frames,
