@@ -34,17 +34,7 @@ OFFICIAL_KEYS = ("decode_s_per_frame", "fmt_guided_eval_s")
 
 def median_time(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
     """Median seconds of ``repeat`` calls after one warm-up (CUDA synchronised)."""
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return interleaved_medians([fn], repeat, device)[0]
 
 
 def bf16_ok(device: torch.device) -> bool:

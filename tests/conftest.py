@@ -39,9 +39,13 @@ def small_model(small_cfg, small_ckpt):
 @pytest.fixture(scope="session")
 def small_engine(small_cfg, small_ckpt):
     """A streaming engine on the small config, shared by the transport tests (each closes its sessions)."""
+    yield from _shared_engine(small_ckpt, small_cfg)
+
+
+def _shared_engine(ckpt, cfg):
     from streaming.engine import Engine
     from unhurried import unhurried_stream_config
-    engine = Engine.from_checkpoints(small_ckpt, small_cfg, unhurried_stream_config(), "cpu")
+    engine = Engine.from_checkpoints(ckpt, cfg, unhurried_stream_config(), "cpu")
     yield engine
     engine.stop()
 
@@ -65,11 +69,7 @@ def ditto_ckpt(tmp_path_factory, ditto_cfg):
 @pytest.fixture(scope="session")
 def ditto_engine(ditto_cfg, ditto_ckpt):
     """A streaming engine of the Ditto family (ditto-tiny), shared like ``small_engine``."""
-    from streaming.engine import Engine
-    from unhurried import unhurried_stream_config
-    engine = Engine.from_checkpoints(ditto_ckpt, ditto_cfg, unhurried_stream_config(), "cpu")
-    yield engine
-    engine.stop()
+    yield from _shared_engine(ditto_ckpt, ditto_cfg)
 
 
 FAMILIES = ("float", "ditto")

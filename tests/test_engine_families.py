@@ -5,19 +5,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from clock import FakeClock
 
 from float_rt.errors import FloatRTError
 from float_rt.media import load_audio, load_image
 from streaming.config import StreamConfig
 from streaming.engine import Engine
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ import asyncio
 import numpy as np
 import pytest
 import torch
+from clock import FakeClock
 from conftest import ROOT
 
 from float_rt.errors import FloatRTError
@@ -14,14 +15,6 @@ from streaming.config import StreamConfig, load_stream_config
 from streaming.engine import Engine
 from float_rt.float_live import FloatLive
 from float_rt.stream_audio import RunningNorm, encode_windows
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.fixture(scope="module")
