@@ -101,6 +101,27 @@ def test_decoder_fast_path_equals_plain(batch):
     assert rel(out, ref) < 1e-5
 
 
+def test_decoder_winograd_path_equals_direct_and_plain(monkeypatch):
+    """Winograd F(4x4, 3x3) forced onto every 3x3 convolution of a small decoder (at the published
+    sizes it runs on the wide ones): equal to the fast path with direct convolutions, and to plain."""
+    monkeypatch.setattr(fast, "WINOGRAD_MIN_WIDTH", 1)
+    d = randomise(SpadeDecoder(DecoderSizes(block_expansion=8, max_features=32, out_channels=8)), seed=5)
+    feature = torch.randn(1, d.sizes.in_channels, 16, 12)
+    with torch.no_grad():
+        wino = d(feature)
+        with fast.without_winograd():
+            direct = d(feature)
+        with fast.reference_paths():
+            ref = d(feature)
+    block = d.middle[0]
+    assert {"_fast_winograd" in block.conv_in.__dict__, "_fast_shared_winograd" in block.__dict__,
+            "_fast_gamma_beta_winograd" in block.mod_in.__dict__} == {True}
+    assert rel(wino, direct) < 1e-5 and rel(wino, ref) < 1e-5
+    assert fast.chosen_paths()["decoder_conv3x3"].startswith("Winograd")
+    with fast.without_winograd():
+        assert fast.chosen_paths()["decoder_conv3x3"] == "direct"
+
+
 def test_warp_fast_path_equals_plain():
     sizes = WarpSizes(block_expansion=8, max_features=32, reshape_channel=4,
                       dense_motion=DenseMotionSizes(block_expansion=8, max_features=32, num_blocks=2,
@@ -112,6 +133,29 @@ def test_warp_fast_path_equals_plain():
     x_d = x_s + 0.05 * torch.randn(2, 21, 3, generator=gen)
     out, ref = both_paths(lambda: w(f_s, x_s, x_d))
     assert rel(out, ref) < 1e-5
+
+
+def test_warp_winograd_path_equals_direct_and_plain(monkeypatch):
+    """The hourglass's 3x3x3 convolutions as Winograd over (H, W) with 3-tap depth products, and the
+    3x3 mix convolution, forced onto a small warp: equal to the fast path with direct convolutions,
+    and to plain."""
+    monkeypatch.setattr(fast, "WINOGRAD_MIN_WIDTH", 1)
+    sizes = WarpSizes(block_expansion=8, max_features=32, reshape_channel=4,
+                      dense_motion=DenseMotionSizes(block_expansion=8, max_features=32, num_blocks=2,
+                                                    reshape_depth=8, compress=2))
+    w = randomise(Warper(sizes), seed=6)
+    gen = torch.Generator().manual_seed(7)
+    f_s = torch.randn(1, 4, 8, 16, 16, generator=gen)
+    x_s = 0.5 * torch.randn(1, 21, 3, generator=gen)
+    x_d = x_s + 0.05 * torch.randn(1, 21, 3, generator=gen)
+    with torch.no_grad():
+        wino = w(f_s, x_s, x_d)
+        with fast.without_winograd():
+            direct = w(f_s, x_s, x_d)
+        with fast.reference_paths():
+            ref = w(f_s, x_s, x_d)
+    assert "_fast_winograd3d" in w.dense.hourglass.fuse.conv.__dict__ and "_fast_winograd_bn" in w.mix.conv.__dict__
+    assert rel(wino, direct) < 1e-5 and rel(wino, ref) < 1e-5
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,9 @@ class SpadeNorm(nn.Module):
         """Fast path: ``leaky_relu(self(x, cond), slope)`` given ``act`` = relu(shared(cond at x's size)),
         with gamma and beta as one convolution and the result built in place."""
         w, b = fast.concat_convs(self, "_fast_gamma_beta", [self.gamma, self.beta], [1.0, 0.0])
-        one_plus_gamma, beta = F.conv2d(act, w, b, padding=1).split(x.shape[1], dim=1)
+        gamma_beta = (fast.winograd_conv3x3(self, "_fast_gamma_beta_winograd", w, b, act) if fast.winograd_ok(w)
+                      else F.conv2d(act, w, b, padding=1))
+        one_plus_gamma, beta = gamma_beta.split(x.shape[1], dim=1)
         out = torch.addcmul(beta, fast.instance_norm(x), one_plus_gamma)
         return F.leaky_relu_(out, slope) if slope is not None else out
 
@@ -77,7 +79,8 @@ class SpadeResBlock(nn.Module):
         else:
             if cond.shape[2:] != x.shape[2:]:
                 cond = F.interpolate(cond, size=x.shape[2:], mode="nearest")
-            act = F.relu_(F.conv2d(cond, w, b, padding=1))
+            act = F.relu_(fast.winograd_conv3x3(self, "_fast_shared_winograd", w, b, cond)
+                          if fast.winograd_ok(w) else F.conv2d(cond, w, b, padding=1))
         acts = act.split(SPADE_HIDDEN, dim=1)
         y = fast.conv2d_cl(self.conv_in, self.mod_in.modulate(x, acts[0], 0.2))
         y = fast.conv2d_cl(self.conv_out, self.mod_out.modulate(y, acts[1], 0.2))
