@@ -80,3 +80,24 @@ def test_bench_stream_reports_and_plots(small_ckpt, portrait_png, speech_wav, tm
     assert r["latency"]["frames"] > 0
     assert 0 < r["offline"]["motion_rel_err"] < 1 and r["offline"]["frame_psnr_db"] > 10
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stream_takes_the_avatar_controls(small_ckpt, portrait_png, speech_wav, tmp_path, capsys):
+    """`stream` is a door of the controls too: pasted back into a non-square photo at its size, a still
+    head with motion_scale 0; a control the family cannot express is one error line."""
+    import cv2
+    photo = tmp_path / "wide.png"
+    cv2.imwrite(str(photo), cv2.imread(str(portrait_png))[:381, :500])
+    clip = tmp_path / "clip.wav"
+    write_audio(clip, load_audio(speech_wav)[:16000], 16000)
+    out = tmp_path / "pasted.mp4"
+    assert _stream(small_ckpt, photo, clip, out, "--paste-back", "--motion-scale", "0") == 0
+    frames, _, _ = _decode(out)
+    assert len(frames) == 25 and frames[0].shape == (380, 500, 3)        # the photo's size, made even
+    first = frames[0].astype(np.int16)
+    assert max(np.abs(f.astype(np.int16) - first).mean() for f in frames) < 1.0   # still, up to the codec
+    capsys.readouterr()
+    assert main(["stream", "--checkpoints", str(small_ckpt), "--config", str(SMALL), "--ref", str(photo),
+                 "--audio", str(clip), "--out", str(tmp_path / "x.mp4"), "--pose", "10,0,0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "float family" in err[0]
