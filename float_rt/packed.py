@@ -104,12 +104,17 @@ def plain() -> bool:
 
 
 @contextlib.contextmanager
-def unpacked():
-    """Within it (in this thread), packed layers run ``F.linear`` and every other fast path of the
-    model layer its plain PyTorch ops (side-by-side benchmarks, tests that force each path)."""
-    before = getattr(_state, "off", False)
-    _state.off = True
+def switched_off(flags):
+    """``flags.off`` set within it (a ``threading.local``: in this thread only), as it was after."""
+    before = getattr(flags, "off", False)
+    flags.off = True
     try:
         yield
     finally:
-        _state.off = before
+        flags.off = before
+
+
+def unpacked():
+    """Within it (in this thread), packed layers run ``F.linear`` and every other fast path of the
+    model layer its plain PyTorch ops (side-by-side benchmarks, tests that force each path)."""
+    return switched_off(_state)

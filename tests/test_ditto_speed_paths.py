@@ -122,11 +122,16 @@ def test_decoder_winograd_path_equals_direct_and_plain(monkeypatch):
         assert fast.chosen_paths()["decoder_conv3x3"] == "direct"
 
 
-def test_warp_fast_path_equals_plain():
+def small_warp(seed: int):
+    """A warping network of the tiny case's shape, on random weights."""
     sizes = WarpSizes(block_expansion=8, max_features=32, reshape_channel=4,
                       dense_motion=DenseMotionSizes(block_expansion=8, max_features=32, num_blocks=2,
                                                     reshape_depth=8, compress=2))
-    w = randomise(Warper(sizes), seed=2)
+    return randomise(Warper(sizes), seed=seed)
+
+
+def test_warp_fast_path_equals_plain():
+    w = small_warp(2)
     gen = torch.Generator().manual_seed(3)
     f_s = torch.randn(1, 4, 8, 16, 16, generator=gen)
     x_s = 0.5 * torch.randn(1, 21, 3, generator=gen)
@@ -140,10 +145,7 @@ def test_warp_winograd_path_equals_direct_and_plain(monkeypatch):
     3x3 mix convolution, forced onto a small warp: equal to the fast path with direct convolutions,
     and to plain."""
     monkeypatch.setattr(fast, "WINOGRAD_MIN_WIDTH", 1)
-    sizes = WarpSizes(block_expansion=8, max_features=32, reshape_channel=4,
-                      dense_motion=DenseMotionSizes(block_expansion=8, max_features=32, num_blocks=2,
-                                                    reshape_depth=8, compress=2))
-    w = randomise(Warper(sizes), seed=6)
+    w = small_warp(6)
     gen = torch.Generator().manual_seed(7)
     f_s = torch.randn(1, 4, 8, 16, 16, generator=gen)
     x_s = 0.5 * torch.randn(1, 21, 3, generator=gen)

@@ -25,7 +25,6 @@ compare both); they are off anyway off the CPU, under autocast, with gradients, 
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 import threading
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import winograd
-from ..packed import plain, unpacked
+from ..packed import plain, switched_off, unpacked
 
 # One switch for every fast path of the model layer: float_rt.packed's.
 reference_paths = unpacked
@@ -125,15 +124,9 @@ WINOGRAD_MIN_WIDTH = 64
 WINOGRAD_PLAN = winograd.Plan(4, 3)
 
 
-@contextlib.contextmanager
 def without_winograd():
     """Direct convolutions where the Winograd path would run (in this thread; other fast paths stay on)."""
-    before = getattr(_winograd, "off", False)
-    _winograd.off = True
-    try:
-        yield
-    finally:
-        _winograd.off = before
+    return switched_off(_winograd)
 
 
 def _wide(cin: int, cout: int, taps: int = 1) -> bool:
