@@ -36,6 +36,8 @@ class Family(Protocol):
     no_checkpoints: str              # the message when no folder is given or downloaded ({default}: where)
     bench_reads_weights: bool        # ``bench`` times the given (or downloaded) weights, not recipe ones
     demo_config: str                 # the small config ``serve --demo`` runs on recipe weights
+    stream_options: tuple[str, ...]  # stream-config overrides its live sessions read (``stream`` flags)
+    stream_bench_sections: tuple[str, ...]   # ``bench-stream`` sections of its own (beside the family-free ones)
 
     # ---- configs and files (no torch)
     def parse_config(self, raw: dict, name: str) -> Any:

@@ -33,6 +33,8 @@ class FloatFamily:
     supported_controls = frozenset({"paste_back", "video_size", "motion_scale", "state"})
     bench_reads_weights = True
     demo_config = "small"
+    stream_options = ("chunk_frames", "lookahead_ms", "left_context_ms", "nfe")
+    stream_bench_sections = ("features", "nfe", "offline", "configs")   # deviation from offline, NFE, chunks
     commands = frozenset({"generate", "download", "demo-weights", "reference", "convert", "bench", "engine", "export"})
     default_repo = "yuvraj108c/float"    # the mirror the ComfyUI FLOAT wrapper downloads from
     licence_needs_acceptance = True

@@ -12,17 +12,17 @@ from pathlib import Path
 from float_rt.cli import (CONFIG_HELP, add_backend_args, add_checkpoints_arg, add_control_args, checkpoints_arg,
                           load_config_arg, readable_file, with_backends)
 from float_rt.errors import FloatRTError
-from float_rt.family import family_of
+from float_rt.family import FAMILIES, family_named, family_of
 from float_rt.resources import DEFAULT_MODEL_CONFIG, config_path
 
-# Stream-config overrides (argparse dests) that a family's live model reads; other families refuse them.
-STREAM_OPTIONS = {"float": ("chunk_frames", "lookahead_ms", "left_context_ms", "nfe")}
-ALL_STREAM_OPTIONS = tuple(sorted({o for opts in STREAM_OPTIONS.values() for o in opts}))
 BACKEND_OPTIONS = ("engines", "backend", "precision")
-# bench-stream sections: the family-free ones run on any engine; the others need one family's model.
+# bench-stream sections: the family-free ones run on any engine; the others need one family's model
+# (``Family.stream_bench_sections``), as the stream-config overrides a family reads are its own
+# (``Family.stream_options``): another family refuses them.
 COMMON_SECTIONS = ("steps", "sessions", "latency", "tts")
-MODEL_SECTIONS = {"float": ("features", "nfe", "offline", "configs")}
-ALL_SECTIONS = COMMON_SECTIONS + tuple(s for secs in MODEL_SECTIONS.values() for s in secs)
+FAMILY_OBJECTS = tuple(family_named(n) for n in FAMILIES)
+ALL_STREAM_OPTIONS = tuple(sorted({o for f in FAMILY_OBJECTS for o in f.stream_options}))
+ALL_SECTIONS = COMMON_SECTIONS + tuple(s for f in FAMILY_OBJECTS for s in f.stream_bench_sections)
 
 
 def _flag(dest: str) -> str:
@@ -31,14 +31,14 @@ def _flag(dest: str) -> str:
 
 def family_sections(family: str) -> tuple[str, ...]:
     """The bench-stream sections an engine of ``family`` has (the default list)."""
-    return MODEL_SECTIONS.get(family, ()) + COMMON_SECTIONS
+    return family_named(family).stream_bench_sections + COMMON_SECTIONS
 
 
 def check_family_args(cfg, a) -> None:
     """Options of another family and an emotion this family lacks: one clear error, before any load."""
     fam = family_of(cfg)
     for dest in ALL_STREAM_OPTIONS:
-        if dest not in STREAM_OPTIONS.get(fam.name, ()) and getattr(a, dest, None) is not None:
+        if dest not in fam.stream_options and getattr(a, dest, None) is not None:
             raise FloatRTError(f"{_flag(dest)} is not an option of the {fam.name} family "
                                f"(its live sessions commit their own windows)")
     if not hasattr(cfg, "backends"):
@@ -194,7 +194,8 @@ def add_commands(sub) -> None:
     bs.add_argument("--emo", default=None, help=EMO_HELP + "; FLOAT's deviation sections default to neutral")
     bs.add_argument("--sections", default=None,
                     help=f"comma list of: {', '.join(COMMON_SECTIONS)} (any family); "
-                         + "; ".join(f"{', '.join(s)} ({f})" for f, s in MODEL_SECTIONS.items())
+                         + "; ".join(f"{', '.join(f.stream_bench_sections)} ({f.name})" for f in FAMILY_OBJECTS
+                                     if f.stream_bench_sections)
                          + " (default: all the family has)")
     bs.add_argument("--replies", type=int, default=3, help="tts: TTS replies pushed (the median is reported)")
     bs.add_argument("--session-counts", default="1,2,3,4,6,8,16",

@@ -43,6 +43,8 @@ class DittoFamily:
                                     "pose_mode", "blink", "blink_rate", "gaze_camera", "state"})
     bench_reads_weights = False
     demo_config = "ditto-tiny"
+    stream_options = ()          # its windows are the official online mode's (configs' ``live:``)
+    stream_bench_sections = ()
     commands = frozenset({"generate", "download", "demo-weights", "reference", "bench", "export", "engine"})
     default_repo = REPO
     licence = LICENCE
