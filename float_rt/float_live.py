@@ -45,6 +45,7 @@ class FloatPlan:
     feats: torch.Tensor | None = None   # (known, dim_a)
     emotion_audio: torch.Tensor | None = None
     emotion_probs: torch.Tensor | None = None   # computed: the new prediction, folded in at commit
+    we: torch.Tensor | None = None      # computed: (1, 1, dim_e) the emotion the window was sampled with
     x: torch.Tensor | None = None       # computed: (1, num_frames, dim_w) the sampled window
     wa: torch.Tensor | None = None      # computed: (1, num_frames, dim_a) its padded features
 
@@ -172,8 +173,9 @@ class FloatLive:
             groups.setdefault((p.options.nfe, p.options.guided), []).append(p)
         for (nfe, guided), group in groups.items():
             wa = [pad_frames(p.feats[None], m.num_frames) for p in group]
-            c = Conditions(torch.cat(wa), torch.cat([p.ref.r_s for p in group]),
-                           torch.cat([self._window_emotion(p) for p in group]),
+            for p in group:
+                p.we = self._window_emotion(p)
+            c = Conditions(torch.cat(wa), torch.cat([p.ref.r_s for p in group]), torch.cat([p.we for p in group]),
                            torch.cat([p.carry.prev_x for p in group]), torch.cat([p.carry.prev_wa for p in group]))
             g = Guidance(audio=torch.tensor([p.options.a_cfg_scale for p in group], device=dev).view(-1, 1, 1),
                          emotion=torch.tensor([p.options.e_cfg_scale for p in group], device=dev).view(-1, 1, 1),
@@ -201,7 +203,7 @@ class FloatLive:
 
     def commit(self, carry: WindowCarry, p: FloatPlan) -> Committed | None:
         if p.emotion_probs is not None and not carry.fixed_emotion and not p.options.controls.attentive:
-            carry.emotion, carry.emotion_at = self._window_emotion(p), p.t
+            carry.emotion, carry.emotion_at = p.we, p.t
         c = p.commit
         if c <= 0:
             return None

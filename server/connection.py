@@ -15,10 +15,10 @@ import numpy as np
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from float_rt.errors import FloatRTError
+from streaming.frames import FrameShaper
 
 from . import protocol
 from .budget import MessageBudget
-from streaming.frames import FrameShaper
 from .ice import rtc_configuration
 from .policy import option_limit
 from .protocol import ProtocolError

@@ -33,9 +33,8 @@ except ImportError as exc:  # pragma: no cover - the message is the point
 from float_rt.errors import FloatRTError
 from streaming.audio_input import to_int16
 from streaming.engine import Engine
-from streaming.options import CONTROL_NAMES, SPECS, check_changes, parse_options
-
 from streaming.frames import FrameShaper
+from streaming.options import CONTROL_NAMES, SPECS, parse_options
 from streaming.speech import SpeechTrack
 
 from .stamp import draw_stamp
@@ -180,9 +179,7 @@ class FloatAvatarService(AIService):
     def update(self, **changes) -> None:
         """Change session options mid-session (the changeable ones the family takes)."""
         changes = parse_options(changes, flat_controls=True)
-        check_changes(changes, self.engine.option_names, self.engine.family)
-        self.options = self.options.with_changes(changes).validate(self.engine.emotions, self.engine.family,
-                                                                   self.engine.control_names)
+        self.options = self.options.updated(changes, self.engine.live)
         if self.session is not None and changes:
             self.session.update(**changes)
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from float_rt.config import build_dataclass, load_config
-from float_rt.controls import Controls
 from float_rt.cpu import flush_denormal
 from float_rt.errors import FloatRTError
 from float_rt.family import family_of, require
@@ -27,7 +26,7 @@ from float_rt.live import Committed, LiveModel
 from float_rt.resources import config_path, resolve_checkpoints
 
 from .config import StreamConfig, load_stream_config
-from .options import CONTROL_NAMES
+from .options import fold_controls
 from .session import Frame, Session, SessionOptions
 
 log = logging.getLogger(__name__)
@@ -62,9 +61,9 @@ class StepTimes:
 
 
 class Engine:
-    def __init__(self, live: LiveModel, stream_cfg: StreamConfig, clock=time.monotonic, cfg: Any = None):
+    def __init__(self, live: LiveModel, stream_cfg: StreamConfig, clock=time.monotonic):
         self.live, self.stream_cfg = live, stream_cfg
-        self.cfg = cfg if cfg is not None else getattr(live, "cfg", None)   # the family's model config
+        self.cfg = getattr(live, "cfg", None)   # the family's model config
         self.model = getattr(live, "model", None)
         self.device = live.device
         self.feature_extractor = getattr(live, "feature_extractor", None)
@@ -150,9 +149,7 @@ class Engine:
     def default_options(self, **overrides) -> SessionOptions:
         """The family's defaults with ``overrides`` (options by name, controls by name or as
         ``controls=Controls(...)``); what the family does not take is refused."""
-        given = {k: overrides.pop(k) for k in list(overrides) if k in CONTROL_NAMES}
-        if given:
-            overrides["controls"] = Controls.from_mapping(given, live=True, base=overrides.get("controls"))
+        overrides = fold_controls(overrides)
         unknown = sorted(k for k in overrides if k not in self.option_names and overrides[k] is not None)
         if unknown:
             raise FloatRTError(f"{', '.join(unknown)}: not an option of the {self.live.name} family "

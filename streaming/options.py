@@ -64,21 +64,30 @@ def parse_value(name: str, value: Any) -> Any:
     return int(value) if integer else float(value)
 
 
+def fold_controls(values: dict, base: Controls | None = None) -> dict:
+    """``values`` with its control names gathered into one checked ``controls`` entry, on ``base``
+    (default: the ``controls`` entry ``values`` holds, else the defaults)."""
+    values = dict(values)
+    named = {k: values.pop(k) for k in list(values) if k in CONTROL_NAMES}
+    if named:
+        values["controls"] = Controls.from_mapping(named, live=True, base=base or values.get("controls"))
+    return values
+
+
 def parse_options(values: dict, flat_controls: bool = False) -> dict:
     """The options among ``values`` (a message or keyword arguments), each checked; other keys are
     left to the caller.  Control names become one ``controls`` entry (``flat_controls``: kept as
     they are, checked, for a mid-session change that keeps the session's other controls)."""
     out = {k: parse_value(k, v) for k, v in values.items() if k in SPECS}
-    given = {k: v for k, v in values.items() if k in CONTROL_NAMES}
     if isinstance(values.get("controls"), Controls):
         out["controls"] = values["controls"]
-    if given:
-        ctl = Controls.from_mapping(given, live=True, base=out.get("controls"))
-        if flat_controls:
-            out.update({k: getattr(ctl, k) for k in given})
-        else:
-            out["controls"] = ctl
-    return out
+    given = {k: v for k, v in values.items() if k in CONTROL_NAMES}
+    if not given:
+        return out
+    folded = fold_controls({**out, **given})
+    if not flat_controls:
+        return folded
+    return {**out, **{k: getattr(folded["controls"], k) for k in given}}
 
 
 def check_changes(changes: dict, family_options: frozenset[str], family: str) -> None:
@@ -144,11 +153,12 @@ class SessionOptions:
 
     def with_changes(self, changes: dict) -> SessionOptions:
         """These options with ``changes`` (options and controls by name; the controls not named are kept)."""
-        changes = dict(changes)
-        named = {k: changes.pop(k) for k in list(changes) if k in CONTROL_NAMES}
-        if named:
-            changes["controls"] = Controls.from_mapping(named, live=True, base=self.controls)
-        return replace(self, **changes)
+        return replace(self, **fold_controls(changes, self.controls))
+
+    def updated(self, changes: dict, model) -> SessionOptions:
+        """Mid-session ``changes`` for a family's live model: the family's and changeable, merged, checked."""
+        check_changes(changes, model.option_names, model.name)
+        return self.with_changes(changes).validate(model.emotions, model.name, model.supported_controls)
 
     @property
     def guided(self) -> bool:

@@ -25,7 +25,7 @@ from float_rt.live import LiveModel
 
 from .audio_input import SessionAudio
 from .config import StreamConfig
-from .options import SessionOptions, check_changes
+from .options import SessionOptions
 
 _ids = itertools.count(1)
 
@@ -155,9 +155,7 @@ class Session:
     def update(self, **changes) -> None:
         """Change options mid-session (those ``streaming.options.SPECS`` marks changeable and the
         family takes); checked before anything changes."""
-        check_changes(changes, self.model.option_names, self.model.name)
-        opts = self.options.with_changes(changes).validate(self.model.emotions, self.model.name,
-                                                           self.model.supported_controls)
+        opts = self.options.updated(changes, self.model)
         with self._lock:
             self.options = opts
             if "emotion" in changes:
