@@ -72,12 +72,15 @@ def test_conv_of_upsampled_input_on_the_coarse_grid(scale):
     x = torch.randn(2, 5, 7, 6)
     w, b = torch.randn(4, 5, 3, 3), torch.randn(4)
     ref = F.conv2d(F.interpolate(x, scale_factor=scale, mode="nearest"), w, b, padding=1)
-    pw, pb = fast.upsampled_conv_weight(w, b, scale)
+    up = fast.upsampled_conv_weight(w, b, scale)
+    # 2x2 kernels only at s = 2; at s = 4 the inner phases read one coarse row or column
+    assert sorted(tuple(g[0].shape[2:]) for g in up.groups) == ([(2, 2)] if scale == 2 else
+                                                               [(1, 1), (1, 2), (2, 1), (2, 2)])
     for layout in (torch.contiguous_format, torch.channels_last):
-        out = fast.upsampled_conv3x3(x.contiguous(memory_format=layout), pw, pb, scale)
+        out = fast.upsampled_conv3x3(x.contiguous(memory_format=layout), up)
         assert out.shape == ref.shape
         assert rel(out, ref) < 1e-6
-    relu = fast.upsampled_conv3x3(x, pw, pb, scale, relu=True)
+    relu = fast.upsampled_conv3x3(x, up, relu=True)
     assert rel(relu, F.relu(ref)) < 1e-6
 
 
@@ -158,6 +161,23 @@ def test_warp_winograd_path_equals_direct_and_plain(monkeypatch):
             ref = w(f_s, x_s, x_d)
     assert "_fast_winograd3d" in w.dense.hourglass.fuse.conv.__dict__ and "_fast_winograd_bn" in w.mix.conv.__dict__
     assert rel(wino, direct) < 1e-5 and rel(wino, ref) < 1e-5
+
+
+def test_warp_mask_head_by_fft_equals_stacked_and_plain():
+    """The 7x7x7 mask head by FFT (the published path) against its stacked 2-D form and plain."""
+    w = small_warp(8)
+    gen = torch.Generator().manual_seed(9)
+    f_s = torch.randn(1, 4, 8, 16, 16, generator=gen)
+    x_s = 0.5 * torch.randn(1, 21, 3, generator=gen)
+    x_d = x_s + 0.05 * torch.randn(2, 21, 3, generator=gen)
+    with torch.no_grad():
+        by_fft = w(f_s, x_s, x_d)
+        with fast.without_fft():
+            stacked = w(f_s, x_s, x_d)
+        with fast.reference_paths():
+            ref = w(f_s, x_s, x_d)
+    assert "_fast_fft" in w.dense.mask_head.__dict__ and "_fast_one_output" in w.dense.occlusion_head.__dict__
+    assert rel(by_fft, stacked) < 1e-5 and rel(by_fft, ref) < 1e-5
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,13 @@ in another order, within ~1e-6 relative), selected per call.
 
 - BatchNorm (eval) folded into the convolution before it: ``w * g/sqrt(v+eps)``, ``(b-m) * g/sqrt(v+eps) + beta``.
 - The warp's dense-motion hourglass runs channels-last-3d, and its 7x7x7 mask convolution (142 -> 22
-  channels) as one 2-D convolution of the 16 depth slices with the 7 depth taps stacked as 154
-  outputs (oneDNN computes output channels in blocks of 16: 22 would cost 32), summed after.
+  channels) by FFT over 16x16 output tiles (``float_rt.fftconv``: ~12 GFLOP instead of 140, ~1e-6
+  relative); ``without_fft()`` turns just that path off, and the convolution then runs as one 2-D
+  convolution of the 16 depth slices with the 7 depth taps stacked as 154 outputs (oneDNN computes
+  output channels in blocks of 16: 22 would cost 32), summed after.
+- Its 7x7 occlusion head (2272 -> 1 channel: a convolution oneDNN runs at a tenth of its speed) as a
+  product with its 49 taps as outputs, read straight from the channels-last-3d volume, the taps
+  then summed into place by ``F.fold``.
 - The decoder runs channels-last (oneDNN's native layout: no reorder of each activation), with its
   instance norms computed in place of ``F.instance_norm`` (which would copy a channels-last input),
   gamma and beta of each SPADE norm as one convolution (``1 +`` folded into gamma's bias), and the
@@ -17,7 +22,9 @@ in another order, within ~1e-6 relative), selected per call.
   3-tap convolution along the depth.
 - That condition is the decoder's 64x64 input upsampled (nearest) to 128 or 256: a 3x3 convolution
   of it is computed on the 64x64 grid, each output phase (s*i+p, s*j+q) by a 2x2 kernel whose taps
-  are sums of the 3x3 taps that land on the same coarse pixel (2.25x fewer products).
+  are sums of the 3x3 taps that land on the same coarse pixel, or 2x1, 1x2, 1x1 where all three
+  taps of a row or column land on one coarse pixel (the inner phases at s = 4): 2.25x fewer
+  products at s = 2, 3.2x at s = 4.
 
 Derived weights are cached on the module and rebuilt when a parameter changes (``_version``), as
 ``float_rt.packed`` does.  ``reference_paths()`` turns every fast path off in this thread (tests
@@ -27,12 +34,13 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import winograd
+from .. import fftconv, winograd
 from ..packed import plain, switched_off, unpacked
 
 # One switch for every fast path of the model layer: float_rt.packed's.
@@ -173,48 +181,116 @@ def concat_convs(owner: nn.Module, name: str, convs: list[nn.Conv2d],
         torch.cat([c.bias + o for c, o in zip(convs, offsets)])))
 
 
+# ---- the warp's wide-kernel heads ----------------------------------------------------------------------------
+
+_fft = threading.local()
+
+
+def without_fft():
+    """The mask head's direct (stacked) convolution where the FFT path would run (in this thread)."""
+    return switched_off(_fft)
+
+
+def fft_ok(conv: nn.Conv3d) -> bool:
+    """A stride-1 'same' 3-D convolution with a kernel of 5 or more over (H, W): its FFT costs less."""
+    k = conv.kernel_size
+    return (not getattr(_fft, "off", False) and k[1] == k[2] and k[1] >= 5 and all(v % 2 for v in k)
+            and conv.padding == tuple(v // 2 for v in k) and conv.stride == (1, 1, 1)
+            and conv.dilation == (1, 1, 1) and conv.groups == 1)
+
+
+def fft_conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` by ``float_rt.fftconv`` (the kernel's spectra cached on the module); channels-last-3d out."""
+    prepared = cached(conv, "_fast_fft", (conv.weight, conv.bias), lambda: fftconv.Prepared(conv.weight, conv.bias))
+    return fftconv.conv3d(x, prepared)
+
+
+def one_output_ok(conv: nn.Conv2d) -> bool:
+    k = conv.kernel_size
+    return (conv.out_channels == 1 and k[0] == k[1] and k[0] % 2 == 1 and conv.padding == (k[0] // 2,) * 2
+            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1)
+
+
+def volume_conv2d_one_output(conv: nn.Conv2d, volume: torch.Tensor) -> torch.Tensor:
+    """``conv(volume.reshape(B, C*D, H, W))`` for a 1-output, k x k, 'same' ``conv`` (the occlusion head),
+    without reordering the channels-last-3d ``volume`` (B, C, D, H, W): per depth slice a product of
+    its (H*W, C) pixels with the (C, k*k) taps, summed over the slices, then each tap moved to the
+    output pixel it lands on (``F.fold`` with the taps flipped: input pixel a feeds output a - u + k//2)."""
+    b, c, d, h, w = volume.shape
+    k = conv.kernel_size[0]
+
+    def build():   # (D, C, k*k), the 2-D conv's channel index being c*D + z; taps flipped for fold
+        wt = conv.weight[0].reshape(c, d, k, k).flip(-1, -2)
+        return wt.permute(1, 0, 2, 3).reshape(d, c, k * k).contiguous()
+    taps = cached(conv, "_fast_one_output", (conv.weight,), build)
+    outs = []
+    for sample in volume:
+        pixels = sample.permute(1, 2, 3, 0).reshape(d, h * w, c)             # a view when channels-last-3d
+        cols = torch.bmm(pixels, taps).sum(0)                                # (H*W, k*k)
+        outs.append(F.fold(cols.t().unsqueeze(0), (h, w), k, padding=k // 2))
+    out = torch.cat(outs)
+    return out + conv.bias.view(1, -1, 1, 1) if conv.bias is not None else out
+
+
 # ---- a 3x3 convolution of a nearest-upsampled input, on the coarse grid --------------------------------------
 
-def _phase_taps(s: int) -> tuple[torch.Tensor, list[int]]:
-    """For upsampling by s: (s, 2, 3) maps from the 3 taps of a fine-grid kernel to a 2-tap window of
-    the coarse grid, per output phase, and each phase's window start (-1: rows c-1, c; 0: rows c, c+1)."""
-    taps = torch.zeros(s, 2, 3)
-    starts = [-1 if p == 0 else 0 for p in range(s)]
+def _phase_windows(s: int) -> list[tuple[int, torch.Tensor]]:
+    """For upsampling by s, per output phase p (fine row s*c + p): the first coarse row its 3 taps
+    read (offset from c) and a (rows, 3) map from those taps to the coarse rows they land on, rows
+    being 2 where the taps straddle two coarse rows, 1 where all three fall in row c (s >= 3)."""
+    out = []
     for p in range(s):
-        for t in range(3):
-            coarse = (p + t - 1) // s            # fine row s*c + p + (t - 1) lies in coarse row c + coarse
-            taps[p, coarse - starts[p], t] = 1.0
-    return taps, starts
+        coarse = [(p + t - 1) // s for t in range(3)]        # fine row s*c + p + t - 1 lies in coarse row c + coarse[t]
+        first = min(coarse)
+        taps = torch.zeros(max(coarse) - first + 1, 3)
+        for t, row in enumerate(coarse):
+            taps[row - first, t] = 1.0
+        out.append((first, taps))
+    return out
 
 
-def upsampled_conv_weight(weight: torch.Tensor, bias: torch.Tensor, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """3x3 ``weight`` (O, I, 3, 3) -> (s*s*O, I, 2, 2) phase kernels and (s*s*O) biases:
-    ``conv(upsample_s(x))`` = their 2x2 convolution of x, phase (p, q) giving pixels (s*i + p, s*j + q)."""
-    taps, _ = _phase_taps(s)
-    taps = taps.to(weight)
-    w = torch.einsum("put,qvr,oitr->pqoiuv", taps, taps, weight)
-    w = w.reshape(s * s * weight.shape[0], weight.shape[1], 2, 2)
-    return w.contiguous(memory_format=torch.channels_last), bias.repeat(s * s)
+@dataclass
+class UpsampledConv:
+    """A 3x3 convolution of an input upsampled by ``scale`` as kernels on the coarse grid, phases with
+    the same number of coarse rows and columns (2 or 1 each) sharing one convolution.
+
+    ``groups``: (weight (len(phases)*O, I, rows, cols), bias, phases [(p, q, first row, first col)])."""
+    scale: int
+    out_channels: int
+    groups: list
 
 
-def upsampled_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, s: int,
-                      relu: bool = False) -> torch.Tensor:
+def upsampled_conv_weight(weight: torch.Tensor, bias: torch.Tensor, s: int) -> UpsampledConv:
+    """3x3 ``weight`` (O, I, 3, 3) -> per-phase kernels: ``conv(upsample_s(x))`` at pixels (s*i + p,
+    s*j + q) is a 2x2, 2x1, 1x2 or 1x1 convolution of x (2.25x fewer products at s = 2, 3.2x at s = 4
+    than on the fine grid)."""
+    windows = _phase_windows(s)
+    by_shape: dict[tuple[int, int], list] = {}
+    for p, (fp, tp) in enumerate(windows):
+        for q, (fq, tq) in enumerate(windows):
+            k = torch.einsum("ut,vr,oitr->oiuv", tp.to(weight), tq.to(weight), weight)
+            by_shape.setdefault(k.shape[2:], []).append((k, (p, q, fp, fq)))
+    groups = [(torch.cat([k for k, _ in items]).contiguous(memory_format=torch.channels_last),
+               bias.repeat(len(items)), [ph for _, ph in items]) for items in by_shape.values()]
+    return UpsampledConv(s, weight.shape[0], groups)
+
+
+def upsampled_conv3x3(x: torch.Tensor, conv: UpsampledConv, relu: bool = False) -> torch.Tensor:
     """``conv2d(interpolate(x, scale_factor=s, mode='nearest'), w3x3, b, padding=1)`` from the phase
-    kernels of ``upsampled_conv_weight``: 4 taps per output instead of 9, no upsampled input.
-    Returns a channels-last (B, O, s*H, s*W) tensor."""
+    kernels of ``upsampled_conv_weight``, no upsampled input.  Returns a channels-last (B, O, s*H, s*W) tensor."""
     b, _, h, w = x.shape
-    o = weight.shape[0] // (s * s)
-    y = F.conv2d(x, weight, bias, padding=1)                       # (B, s*s*O, H+1, W+1): window rows j-1, j
-    if relu:
-        y = F.relu_(y)
-    _, starts = _phase_taps(s)
-    out = y.new_empty(b, h, s, w, s, o)
-    yv = y.permute(0, 2, 3, 1).unflatten(-1, (s, s, o))           # (B, H+1, W+1, s, s, O)
-    for p in range(s):
-        i0 = 0 if starts[p] == -1 else 1
-        for q in range(s):
-            j0 = 0 if starts[q] == -1 else 1
-            out[:, :, p, :, q] = yv[:, i0:i0 + h, j0:j0 + w, p, q]
+    s, o = conv.scale, conv.out_channels
+    out = x.new_empty(b, h, s, w, s, o)
+    for weight, bias, phases in conv.groups:
+        rows, cols = weight.shape[2:]
+        # padding rows - 1: output index i reads coarse rows i - (rows - 1) .. i
+        y = F.conv2d(x, weight, bias, padding=(rows - 1, cols - 1))
+        if relu:
+            y = F.relu_(y)
+        yv = y.permute(0, 2, 3, 1).unflatten(-1, (len(phases), o))
+        for k, (p, q, fp, fq) in enumerate(phases):
+            i0, j0 = fp + rows - 1, fq + cols - 1
+            out[:, :, p, :, q] = yv[:, i0:i0 + h, j0:j0 + w, k]
     return out.view(b, s * h, s * w, o).permute(0, 3, 1, 2)
 
 
@@ -261,7 +337,10 @@ def chosen_paths(renderer: nn.Module | None = None) -> dict:
     """The paths the renderer takes on this CPU in fp32 (for benchmarks and logs)."""
     on = not plain()
     return {"batchnorm_folded": on, "decoder_channels_last": on, "spade_convs_merged": on,
-            "warp_hourglass_channels_last_3d": on, "mask_conv": "depth taps stacked, 2-D" if on else "3-D",
+            "warp_hourglass_channels_last_3d": on,
+            "mask_conv": ("3-D" if not on else "FFT over 16x16 tiles" if not getattr(_fft, "off", False)
+                          else "depth taps stacked, 2-D"),
+            "occlusion_conv": "taps as outputs, folded" if on else "2-D",
             "spade_upsampled_cond_conv": "2x2 phase kernels on the coarse grid" if on else "3x3 on the upsampled grid",
             "decoder_conv3x3": (f"Winograd F(4x4, 3x3) where C_in*C_out/(C_in+C_out) >= {WINOGRAD_MIN_WIDTH}"
                                 if on and not getattr(_winograd, "off", False) else "direct"),

@@ -98,7 +98,9 @@ class DenseMotion(nn.Module):
             inp = inp.contiguous(memory_format=torch.channels_last_3d)
         pred = self.hourglass(inp)
 
-        if quick and fast.stacked_ok(self.mask_head):
+        if quick and fast.fft_ok(self.mask_head):
+            logits = fast.fft_conv3d(self.mask_head, pred)
+        elif quick and fast.stacked_ok(self.mask_head):
             logits = fast.conv3d_stacked(pred, self.mask_head)
         else:
             logits = self.mask_head(pred)
@@ -107,7 +109,10 @@ class DenseMotion(nn.Module):
         deformation = deformation.permute(0, 2, 3, 4, 1)
         occlusion = None
         if self.occlusion_head is not None:
-            occlusion = torch.sigmoid(self.occlusion_head(pred.reshape(b, -1, h, w)))
+            if quick and fast.one_output_ok(self.occlusion_head):
+                occlusion = torch.sigmoid(fast.volume_conv2d_one_output(self.occlusion_head, pred))
+            else:
+                occlusion = torch.sigmoid(self.occlusion_head(pred.reshape(b, -1, h, w)))
         return deformation, occlusion
 
 
