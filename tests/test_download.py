@@ -213,7 +213,8 @@ def test_commands_use_the_downloaded_folder(repo_folder, tmp_path, portrait_png,
 DITTO_REPO = "digital-avatar/ditto-talkinghead"
 DITTO_FILES = {f"ditto_pytorch/models/{n}.pth" for n in ("appearance_extractor", "motion_extractor", "warp_network",
                                                          "decoder", "stitch_network", "lmdm_v0.4_hubert")} | \
-              {"ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx"}
+              {"ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx"} | \
+              {"ditto_onnx/blaze_face.onnx", "ditto_onnx/face_mesh.onnx"}     # the eye measures' models
 
 
 @pytest.fixture(scope="module")
@@ -247,14 +248,14 @@ def test_ditto_download_fetches_its_files_prints_licences_and_checks(ditto_repo,
         r = float_rt(["download", "--config", "ditto-tiny"], env)   # default repo and folder, no --accept-license
         ranges = hub.ranges("ditto_pytorch/models/lmdm_v0.4_hubert.pth")
     assert r.returncode == 0, r.stderr
-    assert "Apache-2.0" in r.stdout and "MIT" in r.stdout and "CC BY-NC-ND" not in r.stdout
+    assert "Apache-2.0" in r.stdout and "MIT" in r.stdout and "MediaPipe" in r.stdout and "CC BY-NC-ND" not in r.stdout
     dest = tmp_path / "cache" / "ditto"
     assert downloaded(dest) == DITTO_FILES
     for f in DITTO_FILES:
         assert (dest / f).read_bytes() == (ditto_repo / f).read_bytes()
     assert len(ranges) == 2 and ranges[0] is None    # fetched again after the cut (resumed if past a write chunk)
     assert "loaders' key and shape checks" in r.stdout
-    assert r.stdout.count("keys match ditto-tiny") == 6 and "onnxruntime loads it" in r.stdout
+    assert r.stdout.count("keys match ditto-tiny") == 6 and r.stdout.count("onnxruntime loads it") == 3
     # generate finds the downloaded folder when --checkpoints is left out
     audio = tmp_path / "a.wav"
     write_audio(audio, 0.1 * np.sin(np.arange(8000, dtype=np.float32) / 9)[None], 16000)

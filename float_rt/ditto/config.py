@@ -85,10 +85,11 @@ class SourceOptions:
     The official crop is a square ``crop_scale`` times the longer side of the face landmarks' box,
     its centre moved by ``crop_vx``/``crop_vy`` times that square's side (negative: up, to take in the
     forehead); we apply the same numbers to OpenCV's face box (no rotation: the box has no angle).
-    ``eye_open``/``eye_ball`` stand in for the MediaPipe eye measures the LMDM is conditioned on (no
-    landmark model ships with us).  Officially ``eye_open`` is, per eye, the sum of three eyelid
-    gaps over the eye's width (about 0.9 for relaxed open eyes) and ``eye_ball`` the iris offset from
-    the eye's centre (0: looking straight ahead); the defaults are those neutral values.
+    ``eye_open``/``eye_ball`` stand in for the MediaPipe eye measures the LMDM is conditioned on where
+    they cannot be measured (``eyes.py``: without its two ONNX files, or no face found in the crop).
+    ``eye_open`` is, per eye, the sum of three eyelid gaps over the eye's width (about 0.9 for relaxed
+    open eyes) and ``eye_ball`` the iris offset from the eye's centre (0: looking straight ahead); the
+    defaults are those neutral values.
     """
     crop_scale: float = 2.3
     crop_vx: float = 0.0

@@ -23,7 +23,9 @@ from .condition import SourceCondition
 from .config import EMOTION_LABELS, DittoConfig
 from .ddim import DDIMScheduler
 from .hubert import HubertRunner, offline_features
-from .layout import HUBERT_PATH, LMDM_PATH, check_ditto_layout
+from .eyes import FILES as EYE_FILES
+from .eyes import EyeMeasurer
+from .layout import HUBERT_PATH, LMDM_PATH, check_ditto_layout, repo_root
 from .lmdm import MotionDecoder
 from .loader import load_lmdm
 from .pipeline import MotionNoise, OfflineResult, offline_audio2motion
@@ -40,6 +42,7 @@ class DittoModel:
     lmdm: MotionDecoder
     hubert: Callable[[np.ndarray], np.ndarray]   # one (6480,) chunk -> its (20, 1024) encoder output
     device: torch.device
+    eyes: EyeMeasurer | None = None              # the source's eye measures; None: the config's neutral ones
 
 
 def load_ditto(cfg: DittoConfig, folder: str | Path, device: str | None = None,
@@ -58,7 +61,11 @@ def load_ditto(cfg: DittoConfig, folder: str | Path, device: str | None = None,
     lmdm, _ = load_lmdm(root / LMDM_PATH, cfg.lmdm, dev)
     if hubert is None:
         hubert = HubertRunner(root / HUBERT_PATH)
-    return DittoModel(cfg, renderer, lmdm, hubert, dev)
+    eyes = EyeMeasurer.from_folder(repo_root(root))
+    if eyes is None:
+        log.warning("no %s: the photo's eye measures are neutral values (float-rt download --config ditto "
+                    "fetches the two files)", " or ".join(EYE_FILES))
+    return DittoModel(cfg, renderer, lmdm, hubert, dev, eyes)
 
 
 def emotion_index(label: str | None, cfg: DittoConfig) -> int:
@@ -85,14 +92,29 @@ def crop_tensor(crop_rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crop_rgb.transpose(2, 0, 1))).float().div(255)[None]
 
 
+def source_eyes(model: DittoModel, image: torch.Tensor) -> tuple:
+    """The crop's eye measures (MediaPipe's detector and mesh, ``eyes.py``), or the config's neutral
+    ones without those files or where the detector finds no face in the crop."""
+    src = model.cfg.source
+    if model.eyes is not None:
+        crop = image[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        measured = model.eyes.measure(crop)
+        if measured is not None:
+            return measured
+        log.warning("MediaPipe's face detector finds no face in the crop: neutral eye measures")
+    return src.eye_open, src.eye_ball
+
+
 @torch.no_grad()
 def encode_source(model: DittoModel, image: torch.Tensor, emotion: int,
                   eye_open=None, eye_ball=None, crop: SquareCrop | None = None) -> DittoReference:
-    """(1, 3, 256, 256) crop in [0, 1] -> the reference.  Eye measures default to the config's."""
-    src = model.cfg.source
+    """(1, 3, 256, 256) crop in [0, 1] -> the reference.  Eye measures: given, else measured on the crop."""
     info, x_s, f_s = model.renderer.source(image.to(model.device))
-    cond = SourceCondition.build(src.eye_open if eye_open is None else eye_open,
-                                 src.eye_ball if eye_ball is None else eye_ball, info.kp.cpu(), emotion)
+    if eye_open is None or eye_ball is None:
+        measured_open, measured_ball = source_eyes(model, image)
+        eye_open = measured_open if eye_open is None else eye_open
+        eye_ball = measured_ball if eye_ball is None else eye_ball
+    cond = SourceCondition.build(eye_open, eye_ball, info.kp.cpu(), emotion)
     return DittoReference(info, x_s, f_s, cond, info.to_vector()[0], crop)
 
 

@@ -25,6 +25,12 @@ def model_folder(folder: str | Path) -> Path:
     return folder / SUBDIR if (folder / SUBDIR).is_dir() else folder
 
 
+def repo_root(root: Path) -> Path:
+    """The published repo's root for its ``ditto_pytorch`` folder (where ``ditto_onnx/`` sits), or
+    the folder itself when it is not called so."""
+    return root.parent if root.name == SUBDIR else root
+
+
 def check_ditto_layout(folder: str | Path) -> Path:
     """Every file the loaders open is there; returns the ``ditto_pytorch`` folder."""
     folder = Path(folder)
