@@ -18,7 +18,7 @@ expression coordinates (lips, eyes), followed by the official gaze correction.  
 - gaze towards the camera: the official gaze correction moves the eye keypoints with the head turn
   *relative to the photo's pose* (the gaze keeps the photo's direction); looking at the camera is
   the same correction relative to a frontal pose, so the difference of the two is added.  This
-  assumes the photo's eyes look straight out of the face (its eye_ball condition is 0 too).
+  assumes the photo's eyes look straight out of the face.
 - listening / thinking: small slow nods and a slow sway (deterministic functions of the frame
   index, so windows join seamlessly), calmer lips, eye contact; plus a mild emotion, which is a
   condition of the sampler (``listening_emotion``), not a row edit.
