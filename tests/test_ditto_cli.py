@@ -165,13 +165,22 @@ def test_demo_weights_layout_and_loaders(tiny_ckpt):
     assert files == sorted(["RECIPE_WEIGHTS.txt", "ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx",
                             *(f"ditto_pytorch/models/{n}.pth" for n in (
                                 "appearance_extractor", "motion_extractor", "warp_network", "decoder",
-                                "stitch_network", "lmdm_v0.4_hubert"))])
+                                "stitch_network", "lmdm_v0.4_hubert")),
+                            "ditto_onnx/blaze_face.onnx", "ditto_onnx/face_mesh.onnx"])
     runner = HubertRunner(tiny_ckpt / "ditto_pytorch/aux_models/hubert_streaming_fix_kv.onnx")
     (inp,) = runner.session.get_inputs()
     assert (inp.name, inp.shape, inp.type) == ("input_values", [1, 6480], "tensor(float)")
     assert runner(np.zeros(6480, np.float32)).shape == (20, 1024)
+    # the eye models' stand-ins take and give what the official code feeds and reads
+    from float_rt.ditto.eyes import EyeMeasurer
+    eyes = EyeMeasurer.from_folder(tiny_ckpt)
+    for session, size, outputs in ((eyes.detector, 128, [[1, 896, 16], [1, 896, 1]]),
+                                   (eyes.mesh, 256, [[1, 1, 1, 1434], [1, 1, 1, 1], [1, 1, 1, 1]])):
+        (inp,) = session.get_inputs()
+        assert (inp.name, inp.shape, inp.type) == ("input", [1, size, size, 3], "tensor(float)")
+        assert [o.shape for o in session.get_outputs()] == outputs
     lines = check_folder(load_config(config_path("ditto-tiny")), tiny_ckpt, "ditto-tiny")
-    assert len(lines) == 7 and all("ditto-tiny" in ln or "onnxruntime" in ln for ln in lines)
+    assert len(lines) == 9 and all("ditto-tiny" in ln or "onnxruntime" in ln for ln in lines)
 
 
 # -- generate ------------------------------------------------------------------------------------
