@@ -1,7 +1,9 @@
 """What the benchmark scripts share: a private network namespace, and the weights and portrait they measure with."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,6 +37,7 @@ def checkpoints_or_recipe(checkpoints: str | None, config: str) -> Path:
     from float_rt.resources import config_path
     cfg = load_config(config_path(config))
     folder = Path(tempfile.mkdtemp(prefix="float-rt-bench-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)   # loaded once at start, gone at exit
     family_of(cfg).write_demo_weights(cfg, folder)     # either family's recipe weights
     return folder
 

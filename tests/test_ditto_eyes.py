@@ -137,10 +137,9 @@ def test_iris_offsets_by_direction(move):
 
 @pytest.fixture(scope="module")
 def crop(portrait_png):
-    from float_rt.media import load_image
     from float_rt.ditto.config import SourceOptions
+    from float_rt.media import SquareCrop, load_image
     s = SourceOptions()
-    from float_rt.media import SquareCrop
     img = load_image(portrait_png)
     return SquareCrop.around_face(img, s.crop_scale, s.crop_vx, s.crop_vy, s.crop_size).cut(img)
 

@@ -39,8 +39,8 @@ MAX_OVERLAP = 0.3
 REGION_SCALE = 1.5
 
 # MediaPipe mesh indices: per eye, the corners (outer, inner), three (lower, upper) eyelid pairs, the iris
-LEFT = dict(corners=(33, 133), lids=((145, 159), (144, 160), (153, 158)), iris=468)
-RIGHT = dict(corners=(263, 362), lids=((374, 386), (373, 387), (380, 385)), iris=473)
+LEFT = {"corners": (33, 133), "lids": ((145, 159), (144, 160), (153, 158)), "iris": 468}
+RIGHT = {"corners": (263, 362), "lids": ((374, 386), (373, 387), (380, 385)), "iris": 473}
 
 
 # ---- detector -------------------------------------------------------------------------------------------------

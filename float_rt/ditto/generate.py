@@ -22,9 +22,9 @@ from ..media import SquareCrop
 from .condition import SourceCondition
 from .config import EMOTION_LABELS, DittoConfig
 from .ddim import DDIMScheduler
-from .hubert import HubertRunner, offline_features
 from .eyes import FILES as EYE_FILES
 from .eyes import EyeMeasurer
+from .hubert import HubertRunner, offline_features
 from .layout import HUBERT_PATH, LMDM_PATH, check_ditto_layout, repo_root
 from .lmdm import MotionDecoder
 from .loader import load_lmdm

@@ -216,7 +216,7 @@ def volume_conv2d_one_output(conv: nn.Conv2d, volume: torch.Tensor) -> torch.Ten
     without reordering the channels-last-3d ``volume`` (B, C, D, H, W): per depth slice a product of
     its (H*W, C) pixels with the (C, k*k) taps, summed over the slices, then each tap moved to the
     output pixel it lands on (``F.fold`` with the taps flipped: input pixel a feeds output a - u + k//2)."""
-    b, c, d, h, w = volume.shape
+    _, c, d, h, w = volume.shape
     k = conv.kernel_size[0]
 
     def build():   # (D, C, k*k), the 2-D conv's channel index being c*D + z; taps flipped for fold

@@ -1,5 +1,7 @@
 """Server start-up for the WebRTC tests."""
 import asyncio
+import atexit
+import shutil
 import socket
 import tempfile
 import time
@@ -25,7 +27,9 @@ def only_loopback() -> bool:
 def unhurried_stream_yaml() -> str:
     """The packaged stream config with the tests' unhurried bounds (tests/unhurried.py), as a file."""
     import dataclasses
-    path = Path(tempfile.mkdtemp(prefix="float-rt-stream-")) / "stream.yaml"
+    folder = Path(tempfile.mkdtemp(prefix="float-rt-stream-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "stream.yaml"
     path.write_text(yaml.safe_dump({"streaming": dataclasses.asdict(unhurried_stream_config())}))
     return str(path)
 
