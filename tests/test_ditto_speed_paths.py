@@ -143,41 +143,36 @@ def test_warp_fast_path_equals_plain():
     assert rel(out, ref) < 1e-5
 
 
-def test_warp_winograd_path_equals_direct_and_plain(monkeypatch):
-    """The hourglass's 3x3x3 convolutions as Winograd over (H, W) with 3-tap depth products, and the
-    3x3 mix convolution, forced onto a small warp: equal to the fast path with direct convolutions,
-    and to plain."""
+WARP_PATHS = {
+    # the hourglass's 3x3x3 convolutions as Winograd over (H, W) with 3-tap depth products, and the 3x3
+    # mix convolution (forced onto a small warp), against direct convolutions
+    "winograd": (fast.without_winograd, lambda w: ("_fast_winograd3d" in w.dense.hourglass.fuse.conv.__dict__
+                                                   and "_fast_winograd_bn" in w.mix.conv.__dict__)),
+    # the 7x7x7 mask head by FFT (the published path) against its stacked 2-D form; the occlusion head
+    # folded from its taps either way
+    "fft": (fast.without_fft, lambda w: ("_fast_fft" in w.dense.mask_head.__dict__
+                                         and "_fast_one_output" in w.dense.occlusion_head.__dict__)),
+}
+
+
+@pytest.mark.parametrize("path, frames", [("winograd", 1), ("fft", 2)])
+def test_warp_path_equals_its_fallback_and_plain(monkeypatch, path, frames):
+    """The fast path with one algorithm on, the same with it switched off, and plain: all equal."""
     monkeypatch.setattr(fast, "WINOGRAD_MIN_WIDTH", 1)
+    switch_off, took_it = WARP_PATHS[path]
     w = small_warp(6)
     gen = torch.Generator().manual_seed(7)
     f_s = torch.randn(1, 4, 8, 16, 16, generator=gen)
     x_s = 0.5 * torch.randn(1, 21, 3, generator=gen)
-    x_d = x_s + 0.05 * torch.randn(1, 21, 3, generator=gen)
+    x_d = x_s + 0.05 * torch.randn(frames, 21, 3, generator=gen)
     with torch.no_grad():
-        wino = w(f_s, x_s, x_d)
-        with fast.without_winograd():
-            direct = w(f_s, x_s, x_d)
+        out = w(f_s, x_s, x_d)
+        with switch_off():
+            fallback = w(f_s, x_s, x_d)
         with fast.reference_paths():
             ref = w(f_s, x_s, x_d)
-    assert "_fast_winograd3d" in w.dense.hourglass.fuse.conv.__dict__ and "_fast_winograd_bn" in w.mix.conv.__dict__
-    assert rel(wino, direct) < 1e-5 and rel(wino, ref) < 1e-5
-
-
-def test_warp_mask_head_by_fft_equals_stacked_and_plain():
-    """The 7x7x7 mask head by FFT (the published path) against its stacked 2-D form and plain."""
-    w = small_warp(8)
-    gen = torch.Generator().manual_seed(9)
-    f_s = torch.randn(1, 4, 8, 16, 16, generator=gen)
-    x_s = 0.5 * torch.randn(1, 21, 3, generator=gen)
-    x_d = x_s + 0.05 * torch.randn(2, 21, 3, generator=gen)
-    with torch.no_grad():
-        by_fft = w(f_s, x_s, x_d)
-        with fast.without_fft():
-            stacked = w(f_s, x_s, x_d)
-        with fast.reference_paths():
-            ref = w(f_s, x_s, x_d)
-    assert "_fast_fft" in w.dense.mask_head.__dict__ and "_fast_one_output" in w.dense.occlusion_head.__dict__
-    assert rel(by_fft, stacked) < 1e-5 and rel(by_fft, ref) < 1e-5
+    assert took_it(w)
+    assert rel(out, fallback) < 1e-5 and rel(out, ref) < 1e-5
 
 
 @pytest.fixture(scope="module")
