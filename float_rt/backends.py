@@ -85,6 +85,15 @@ class FastTorchDecoder(nn.Module):
         self.frame_by_frame = device.type == "cpu" and size >= 256
         self._cache: tuple[tuple[int, ...], list[torch.Tensor]] | None = None
 
+    @property
+    def channels_last(self) -> bool:
+        return self._channels_last_on
+
+    @channels_last.setter
+    def channels_last(self, on: bool) -> None:
+        self._channels_last_on = on
+        self.decoder.set_channels_last(on)     # the constant input too: then every activation is
+
     def _channels_last(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         if not self.channels_last:
             return feats

@@ -94,10 +94,20 @@ def test_fused_decoder_matches_the_torch_decoder(small_model, ref, batch, channe
     s_r, _, _, feats = ref
     dec = small_model.motion.decoder
     latent = s_r + 0.1 * torch.randn(batch, 128, generator=torch.Generator().manual_seed(batch))
+    fused = FusedDecoder(dec)
+    fused.set_channels_last(channels_last)
+    layouts = []     # every modulated conv's input: channels-last all the way through, or plain
+    hooks = [m.register_forward_pre_hook(lambda m, a: layouts.append(a[0].is_contiguous(
+        memory_format=torch.channels_last) and not a[0].is_contiguous())) for m in fused.modules()
+        if isinstance(m, _FusedModConv)]
     with torch.no_grad():
         want = dec(latent, feats)
-        got = FusedDecoder(dec)(latent, to_channels_last(feats) if channels_last else feats)
+        got = fused(latent, to_channels_last(feats) if channels_last else feats)
         want64 = _double(dec)(latent.double(), [f.double() for f in feats])
+    for h in hooks:
+        h.remove()
+    # past the 4x4 constant (whose layouts coincide), the activations keep the layout asked for
+    assert layouts[2:] and all(on == channels_last for on in layouts[2:])
     # Same function: the fused form is as close to a float64 run as the torch module itself.
     assert rel_err(got, want) < 1e-4
     assert rel_err(got, want64) < 2 * rel_err(want, want64) + 1e-6

@@ -89,15 +89,26 @@ def flow_base_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     return torch.stack(torch.meshgrid(lin, lin_y, indexing="xy"), dim=-1)
 
 
-def warp(out: torch.Tensor, feat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Warp the reference features by the predicted flow ``out[:, :2]``; returns (masked warp, mask)."""
+def warp(out: torch.Tensor, feat: torch.Tensor, x: torch.Tensor,
+         like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp the reference features by the predicted flow ``out[:, :2]``; returns (masked warp, mask).
+    ``like``: the masked warp is written in that tensor's memory layout (grid_sample's own output is
+    plain NCHW whatever its input's)."""
     b, _, h, w = x.shape
-    grid = torch.tanh(out[:, :2]).permute(0, 2, 3, 1) + flow_base_grid(h, w, x)
-    mask = torch.sigmoid(out[:, 2:3])
+    if like is not None and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
+        # slices of a channels-last tensor are strided by its 3 channels: one dense pass each instead
+        grid = torch.tanh(out).permute(0, 2, 3, 1)[..., :2] + flow_base_grid(h, w, x)
+        mask = torch.sigmoid(out)[:, 2:3]
+    else:
+        grid = torch.tanh(out[:, :2]).permute(0, 2, 3, 1) + flow_base_grid(h, w, x)
+        mask = torch.sigmoid(out[:, 2:3])
     if feat.shape[0] != b:
         feat = feat.expand(b, -1, -1, -1)
-    warped = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False) * mask
-    return warped, mask
+    sampled = F.grid_sample(feat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if (like is None or like.shape != sampled.shape or torch.is_grad_enabled() or torch.jit.is_tracing()
+            or torch.compiler.is_compiling()):      # graphs and autograd get the plain product
+        return sampled * mask, mask
+    return torch.mul(sampled, mask, out=torch.empty_like(like)), mask
 
 
 class ToFlow(nn.Module):

@@ -108,7 +108,7 @@ class _FusedToFlow(nn.Module):
         out = self.conv(x, latent) + self.bias
         if flow_skip is not None:
             out = out + flow_skip
-        warped, mask = warp(out, feat, x)
+        warped, mask = warp(out, feat, x, like=x)
         return warped, torch.addcmul(warped, x, 1.0 - mask), out
 
 
@@ -142,6 +142,15 @@ class FusedDecoder(nn.Module):
 
     # The same synthesis loop over the fused layers (identical attribute names).
     forward = SynthesisDecoder.forward
+
+    def set_channels_last(self, on: bool) -> None:
+        """Start from a channels-last constant (every activation after it follows), or a plain one; the
+        convolution weights in the same layout (oneDNN would otherwise convert them on every call)."""
+        layout = torch.channels_last if on else torch.contiguous_format
+        self.const = self.const.contiguous(memory_format=layout)
+        for m in self.modules():
+            if isinstance(m, _FusedModConv):
+                m.weight = m.weight.contiguous(memory_format=layout)
 
 
 def to_channels_last(feats: list[torch.Tensor]) -> list[torch.Tensor]:
