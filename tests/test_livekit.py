@@ -211,7 +211,10 @@ def test_avatar_runner_publishes_and_reports_playback(family_engine, speech24):
     assert events[1][3] is False and abs(events[1][2] - first / 24000) < 1e-6     # position = audio yielded
     assert abs(events[1][2] - len(speech24) / 24000) < 0.04
     assert events[3][3] is True                                                # the barge-in
-    assert abs(events[3][2] - (gen.stats.audio_samples - first) / 24000) < 1e-6
+    # played at the barge-in: what was yielded, less at most the one frame that the same race can
+    # leave in av_sync.push, unplayed, when the clear comes (960 samples at 24 kHz)
+    short = (gen.stats.audio_samples - first) - round(events[3][2] * 24000)
+    assert short in (0, 960), short
     assert gen.last_speech_yield <= cleared                                    # no speech after clear_buffer
 
 
