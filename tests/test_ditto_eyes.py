@@ -174,3 +174,20 @@ def test_encode_source_uses_the_measures_else_the_neutral_values(ditto_cfg, ditt
     neutral = encode_source(model, crop_tensor(crop), 4).condition
     assert neutral.eye_open.tolist() == pytest.approx(list(ditto_cfg.source.eye_open))
     assert neutral.eye_ball.tolist() == pytest.approx(list(ditto_cfg.source.eye_ball))
+
+
+def test_the_eyes_are_measured_on_the_crop_at_512_px(ditto_engine, portrait_png):
+    """As the official code: the eyes on the 512-px crop, the extractors on the same square at 256."""
+    from float_rt.media import load_image
+    photo = load_image(portrait_png)
+    for crop in (True, False):
+        prepared = ditto_engine.prepare(photo, crop=crop)
+        assert prepared.face.shape == (1, 3, 256, 256) and prepared.eyes.shape == (512, 512, 3)
+        small = cv2.resize(prepared.eyes, (256, 256), interpolation=cv2.INTER_AREA).astype(float)
+        face = prepared.face[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(small - face).mean() < 3.0          # the same square of the photo
+    session = ditto_engine.open_session(prepared)
+    try:
+        assert np.allclose(session.ref.condition.eye_open.numpy(), 1.2, atol=1e-4)    # the stand-in's open eyes
+    finally:
+        session.close()

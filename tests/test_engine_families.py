@@ -117,7 +117,7 @@ def _ditto_reference(engine, image, emotion, waveform, noise):
     from float_rt.ditto.reference import online_run
     live = engine.live
     cfg = replace(live.cfg, windows=live.windows, sampler=replace(live.cfg.sampler, steps=live.cfg.live.steps))
-    ref = encode_source(live.model, image, emotion)
+    ref = encode_source(live.model, image.face, emotion, eye_image=image.eyes)
     return online_run(live.model, cfg, ref, waveform, noise)
 
 

@@ -1,7 +1,7 @@
 """The source photo's eye measures, which the LMDM is conditioned on, from MediaPipe's models.
 
 Ditto conditions its motion on how open the source's eyes are and where its irises sit. The official
-code measures both on the cropped photo with MediaPipe's face detector (BlazeFace, short range, 128 px)
+code measures both on its 512-px crop of the photo with MediaPipe's face detector (BlazeFace, short range, 128 px)
 and face mesh (478 landmarks with the irises, 256 px), which Ditto's release publishes as ONNX files
 (``ditto_onnx/blaze_face.onnx``, ``ditto_onnx/face_mesh.onnx``; MediaPipe's models, Apache-2.0). We run
 the same two files through onnxruntime:

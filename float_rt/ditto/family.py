@@ -77,10 +77,11 @@ class DittoFamily:
         return DittoLive(load_ditto(cfg, checkpoints, device), cfg)
 
     def encode_reference(self, model, image: np.ndarray, options: argparse.Namespace):
-        from .generate import crop_tensor, emotion_index, encode_source, face_crop
+        from .generate import crop_tensor, emotion_index, encode_source, eye_crop, face_crop
         crop = face_crop(model.cfg, image)
         return encode_source(model, crop_tensor(crop.cut(image)), emotion_index(getattr(options, "emo", None),
-                                                                                model.cfg), crop=crop)
+                                                                                model.cfg),
+                             crop=crop, eye_image=eye_crop(image, crop))
 
     def audio_features(self, model, samples: np.ndarray):
         from ..media import check_audio

@@ -92,12 +92,26 @@ def crop_tensor(crop_rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(crop_rgb.transpose(2, 0, 1))).float().div(255)[None]
 
 
-def source_eyes(model: DittoModel, image: torch.Tensor) -> tuple:
-    """The crop's eye measures (MediaPipe's detector and mesh, ``eyes.py``), or the config's neutral
-    ones without those files or where the detector finds no face in the crop."""
+EYE_CROP = 512      # the official code measures the eyes on its 512-px crop, then resizes it for the extractors
+
+
+def eye_crop(photo: np.ndarray, crop: SquareCrop | None) -> np.ndarray:
+    """The square the eye measures are taken on: ``crop`` cut again at 512 px, or (no crop: the photo is
+    the face) the photo resized to 512 x 512, as ``prepare`` resizes it for the extractors."""
+    import cv2
+    if crop is not None:
+        return SquareCrop(crop.x0, crop.y0, crop.side, EYE_CROP).cut(photo)
+    return cv2.resize(np.ascontiguousarray(photo), (EYE_CROP, EYE_CROP), interpolation=cv2.INTER_AREA)
+
+
+def source_eyes(model: DittoModel, image: torch.Tensor, eye_image: np.ndarray | None = None) -> tuple:
+    """The eye measures (MediaPipe's detector and mesh, ``eyes.py``) on ``eye_image`` (RGB uint8; default:
+    the extractors' crop itself), or the config's neutral ones without those files or where the detector
+    finds no face."""
     src = model.cfg.source
     if model.eyes is not None:
-        crop = image[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        crop = eye_image if eye_image is not None else \
+            image[0].permute(1, 2, 0).mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
         measured = model.eyes.measure(crop)
         if measured is not None:
             return measured
@@ -106,12 +120,13 @@ def source_eyes(model: DittoModel, image: torch.Tensor) -> tuple:
 
 
 @torch.no_grad()
-def encode_source(model: DittoModel, image: torch.Tensor, emotion: int,
-                  eye_open=None, eye_ball=None, crop: SquareCrop | None = None) -> DittoReference:
-    """(1, 3, 256, 256) crop in [0, 1] -> the reference.  Eye measures: given, else measured on the crop."""
+def encode_source(model: DittoModel, image: torch.Tensor, emotion: int, eye_open=None, eye_ball=None,
+                  crop: SquareCrop | None = None, eye_image: np.ndarray | None = None) -> DittoReference:
+    """(1, 3, 256, 256) crop in [0, 1] -> the reference.  Eye measures: given, else measured on
+    ``eye_image`` (``eye_crop``), else on the crop itself."""
     info, x_s, f_s = model.renderer.source(image.to(model.device))
     if eye_open is None or eye_ball is None:
-        measured_open, measured_ball = source_eyes(model, image)
+        measured_open, measured_ball = source_eyes(model, image, eye_image)
         eye_open = measured_open if eye_open is None else eye_open
         eye_ball = measured_ball if eye_ball is None else eye_ball
     cond = SourceCondition.build(eye_open, eye_ball, info.kp.cpu(), emotion)
@@ -184,7 +199,8 @@ def write_clip(model: DittoModel, photo: np.ndarray, crop: SquareCrop, samples: 
 
     def batches():   # runs only once the output is open
         with exact_float32():
-            ref = encode_source(model, crop_tensor(crop.cut(photo)), emotion, crop=crop)
+            ref = encode_source(model, crop_tensor(crop.cut(photo)), emotion, crop=crop,
+                                eye_image=eye_crop(photo, crop))
             result = clip_motion(model, ref, audio_features(model, samples), steps=steps, seed=seed)
             motion = control_rows(result.motion, result.d0, ref.info, controls, 0, cfg.fps)
             bar = tqdm(total=result.motion.shape[0], desc="rendering", unit="frame", disable=not progress)

@@ -29,7 +29,8 @@ from .config import EMOTION_LABELS, DittoConfig
 from .controls import control_rows, listening_emotion, with_emotion
 from .family import FAMILY
 from .ddim import DDIMScheduler
-from .generate import DittoModel, DittoReference, crop_tensor, encode_source, face_crop, frame_size, to_uint8
+from .generate import (DittoModel, DittoReference, crop_tensor, encode_source, eye_crop, face_crop, frame_size,
+                       to_uint8)
 from .hubert import DITTO_CHUNK, HOP, chunk_features
 from .live import LiveState, add_rows, apply_window, live_options, next_window, rows_short, silence_features, window_condition
 from .sampler import sample_window
@@ -39,6 +40,14 @@ CHUNK_ROWS = DITTO_CHUNK.valid                                       # 5 feature
 CHUNK_BEFORE = DITTO_CHUNK.left * HOP                                # 1920 samples of left context
 CHUNK_AHEAD = DITTO_CHUNK.samples - CHUNK_BEFORE                     # 4560 samples from the chunk's first row
 AHEAD_FRAMES = math.ceil(CHUNK_AHEAD / HOP)                          # 8: frames of audio a chunk reads from its first row
+
+
+@dataclass(frozen=True)
+class DittoPhoto:
+    """A prepared photo: the extractors' 256-px face crop, and the 512-px square its eye measures are
+    taken on (None without the eye models)."""
+    face: torch.Tensor              # (1, 3, 256, 256) in [0, 1]
+    eyes: np.ndarray | None         # (512, 512, 3) uint8 RGB
 
 
 @dataclass(frozen=True)
@@ -155,18 +164,22 @@ class DittoLive:
         first row (23 frames, 920 ms, with the online settings)."""
         return (2 * self.valid - CHUNK_ROWS + AHEAD_FRAMES) * 1000.0 / self.fps
 
-    def prepare(self, image: np.ndarray, crop: bool = True) -> torch.Tensor:
-        if crop:
-            return crop_tensor(face_crop(self.cfg, image).cut(image))
-        import cv2
-        side = self.cfg.source.crop_size
-        return crop_tensor(cv2.resize(np.ascontiguousarray(image), (side, side), interpolation=cv2.INTER_AREA))
+    def prepare(self, image: np.ndarray, crop: bool = True) -> DittoPhoto:
+        square = face_crop(self.cfg, image) if crop else None
+        if square is not None:
+            face = crop_tensor(square.cut(image))
+        else:
+            import cv2
+            side = self.cfg.source.crop_size
+            face = crop_tensor(cv2.resize(np.ascontiguousarray(image), (side, side), interpolation=cv2.INTER_AREA))
+        return DittoPhoto(face, eye_crop(image, square) if self.model.eyes is not None else None)
 
     def crop_box(self, image: np.ndarray):
         return face_crop(self.cfg, image)
 
-    def encode_reference(self, prepared: torch.Tensor) -> DittoReference:
-        return encode_source(self.model, prepared, EMOTION_LABELS.index(self.cfg.emotion))
+    def encode_reference(self, prepared: DittoPhoto) -> DittoReference:
+        return encode_source(self.model, prepared.face, EMOTION_LABELS.index(self.cfg.emotion),
+                             eye_image=prepared.eyes)
 
     def scheduler(self, steps: int) -> DDIMScheduler:
         if steps not in self._schedulers:
