@@ -136,12 +136,11 @@ def test_iris_offsets_by_direction(move):
 # ---- through the model -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def crop(portrait_png):
-    from float_rt.ditto.config import SourceOptions
-    from float_rt.media import SquareCrop, load_image
-    s = SourceOptions()
+def crop(portrait_png, ditto_cfg):
+    from float_rt.ditto.generate import face_crop
+    from float_rt.media import load_image
     img = load_image(portrait_png)
-    return SquareCrop.around_face(img, s.crop_scale, s.crop_vx, s.crop_vy, s.crop_size).cut(img)
+    return face_crop(ditto_cfg, img).cut(img)
 
 
 def test_the_stand_in_models_measure_a_photo_and_find_no_face_in_a_blank(ditto_ckpt, crop):

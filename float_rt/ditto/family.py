@@ -77,11 +77,9 @@ class DittoFamily:
         return DittoLive(load_ditto(cfg, checkpoints, device), cfg)
 
     def encode_reference(self, model, image: np.ndarray, options: argparse.Namespace):
-        from .generate import crop_tensor, emotion_index, encode_source, eye_crop, face_crop
-        crop = face_crop(model.cfg, image)
-        return encode_source(model, crop_tensor(crop.cut(image)), emotion_index(getattr(options, "emo", None),
-                                                                                model.cfg),
-                             crop=crop, eye_image=eye_crop(image, crop))
+        from .generate import emotion_index, encode_photo, face_crop
+        return encode_photo(model, image, face_crop(model.cfg, image),
+                            emotion_index(getattr(options, "emo", None), model.cfg))
 
     def audio_features(self, model, samples: np.ndarray):
         from ..media import check_audio

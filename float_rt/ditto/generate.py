@@ -133,6 +133,13 @@ def encode_source(model: DittoModel, image: torch.Tensor, emotion: int, eye_open
     return DittoReference(info, x_s, f_s, cond, info.to_vector()[0], crop)
 
 
+def encode_photo(model: DittoModel, photo: np.ndarray, crop: SquareCrop, emotion: int) -> DittoReference:
+    """The reference of ``photo`` cut at ``crop``: the extractors on the 256-px square, the eyes (when the
+    eye models are there) on the same square at 512 px."""
+    eyes = eye_crop(photo, crop) if model.eyes is not None else None
+    return encode_source(model, crop_tensor(crop.cut(photo)), emotion, crop=crop, eye_image=eyes)
+
+
 def face_crop(cfg: DittoConfig, photo: np.ndarray) -> SquareCrop:
     s = cfg.source
     return SquareCrop.around_face(photo, s.crop_scale, s.crop_vx, s.crop_vy, s.crop_size)
@@ -199,8 +206,7 @@ def write_clip(model: DittoModel, photo: np.ndarray, crop: SquareCrop, samples: 
 
     def batches():   # runs only once the output is open
         with exact_float32():
-            ref = encode_source(model, crop_tensor(crop.cut(photo)), emotion, crop=crop,
-                                eye_image=eye_crop(photo, crop))
+            ref = encode_photo(model, photo, crop, emotion)
             result = clip_motion(model, ref, audio_features(model, samples), steps=steps, seed=seed)
             motion = control_rows(result.motion, result.d0, ref.info, controls, 0, cfg.fps)
             bar = tqdm(total=result.motion.shape[0], desc="rendering", unit="frame", disable=not progress)
