@@ -17,6 +17,7 @@ through ``float_rt.kernels`` (remembered per machine on disk), and run the faste
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 
 import torch
@@ -118,3 +119,17 @@ def unpacked():
     """Within it (in this thread), packed layers run ``F.linear`` and every other fast path of the
     model layer its plain PyTorch ops (side-by-side benchmarks, tests that force each path)."""
     return switched_off(_state)
+
+
+def exporting() -> bool:
+    """Tracing, scripting, ONNX export or compiling: graphs get the plain, portable ops."""
+    onnx = sys.modules.get("torch.onnx")      # not imported: no export under way
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or (onnx is not None and onnx.is_in_onnx_export()))
+
+
+def fast_cpu(x: torch.Tensor) -> bool:
+    """Whether the CPU fast paths may run on ``x``: fp32 inference on the CPU, outside ``unpacked()``,
+    autocast, autograd and exports (each computes what its plain ops compute, in another order)."""
+    return (not plain() and x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not exporting())

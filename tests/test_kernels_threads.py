@@ -241,8 +241,11 @@ def test_backend_switches_accept_auto_true_false_only():
     from float_rt.backends import BackendConfig, decoder_paths
     assert BackendConfig().packed_linear == "auto"
     assert BackendConfig.from_dict({"fused_decoder": "false", "channels_last": True}).fused_decoder is False
-    assert decoder_paths(BackendConfig()) == ("module", "fused", "fused-channels-last")
-    assert decoder_paths(BackendConfig(fused_decoder=True)) == ("fused", "fused-channels-last")
+    assert decoder_paths(BackendConfig()) == ("module", "fused", "fused-channels-last", "fused-winograd")
+    assert decoder_paths(BackendConfig(fused_decoder=True)) == ("fused", "fused-channels-last", "fused-winograd")
+    assert decoder_paths(BackendConfig(fused_decoder=True, winograd=False)) == ("fused", "fused-channels-last")
+    assert decoder_paths(BackendConfig(winograd=True)) == ("module", "fused-winograd")
+    assert decoder_paths(BackendConfig(channels_last=False, winograd=True)) == ("module",)
     assert decoder_paths(BackendConfig(fused_decoder=True, channels_last=False)) == ("fused",)
     assert decoder_paths(BackendConfig(fused_decoder=False, channels_last=True)) == ("module",)
     with pytest.raises(ValueError, match="packed_linear"):
@@ -308,17 +311,17 @@ def test_each_decoder_path_forced_gives_the_same_frames(small_cfg, small_ckpt, s
     assert close(got[0], ref[0])
 
 
-@pytest.mark.parametrize("pick", ["module", "fused", "fused-channels-last"])
+@pytest.mark.parametrize("pick", ["module", "fused", "fused-channels-last", "fused-winograd"])
 def test_auto_runs_the_decoder_path_chosen(small_cfg, small_ckpt, small_inputs, plain_outputs, pick):
     from float_rt.backends import BackendConfig, FastTorchDecoder, torch_decoder
     from float_rt.checkpoint import load_model
     chooser = Pick(pick)
     model, _ = load_model(small_cfg.model, small_ckpt)
     dec = torch_decoder(model.motion, BackendConfig(), torch.device("cpu"), chooser)
-    assert chooser.asked == [("decoder", "128px 1 frame", ("module", "fused", "fused-channels-last"))]
+    assert chooser.asked == [("decoder", "128px 1 frame", ("module", "fused", "fused-channels-last", "fused-winograd"))]
     assert isinstance(dec, FastTorchDecoder) == (pick != "module")
     if pick != "module":
-        assert dec.channels_last == (pick == "fused-channels-last")
+        assert dec.path == pick and dec.channels_last == (pick != "fused")
     image, motion = small_inputs[:2]
     with torch.no_grad():
         s_r, _, _, feats = model.motion.encode_reference(image)
@@ -371,3 +374,71 @@ def test_the_process_chooser_reports_what_it_chose(tmp_path, monkeypatch):
                            "linear 1x1 rows 1": {"choice": "packed", "source": "cache", "seconds": None}}) == [
         "chosen: test-op shape: a (measured: a 1e+03 ms, b 2e+03 ms)",
         "chosen: linear layers: packed for 1 shape (each in the JSON's chosen_paths)"]
+
+
+# ---------------------------------------------------------------- whole frames side by side
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_side_by_side_runs_in_order_on_one_thread_each_and_raises_what_a_worker_raised(two_threads):
+    import threading
+
+    from float_rt.side_by_side import SideBySide
+    pool = SideBySide(2)
+    try:
+        assert torch.get_num_threads() == 2            # the caller keeps its threads
+        seen = pool.map(lambda i: (i, torch.get_num_threads(), torch.is_grad_enabled(),
+                                   threading.current_thread().name), range(7))
+        assert [s[0] for s in seen] == list(range(7))
+        assert all(n == 1 and not grad for _, n, grad, _ in seen)
+        assert all(name.startswith("float-rt-side-by-side-") for *_, name in seen)
+
+        def boom(i):
+            if i == 3:
+                raise ValueError("frame 3")
+            return i
+        with pytest.raises(ValueError, match="frame 3"):
+            pool.map(boom, range(5))
+        assert pool.map(lambda i: i * 2, range(3)) == [0, 2, 4]     # still serving after an error
+    finally:
+        pool.close()
+    with pytest.raises(ValueError):
+        SideBySide(1)
+
+
+@pytest.mark.parametrize("pick", ["one-by-one", "side-by-side"])
+def test_decoder_frames_side_by_side_chosen_and_the_same_frames(small_cfg, small_ckpt, small_inputs, plain_outputs,
+                                                                two_threads, pick):
+    from float_rt.backends import BackendConfig, FastTorchDecoder, side_by_side_frames
+    from float_rt.checkpoint import load_model
+    model, _ = load_model(small_cfg.model, small_ckpt)
+    fast = FastTorchDecoder(model.motion.decoder, torch.device("cpu"))
+    fast.frame_by_frame = True          # as at 256 px and up
+    chooser = Pick(pick)
+    fast.side_by_side = side_by_side_frames(fast, model.motion, BackendConfig(), chooser)
+    assert chooser.asked == [("decoder frames", "128px 2 frames", ("one-by-one", "side-by-side"))]
+    assert (fast.side_by_side is not None) == (pick == "side-by-side")
+    image, motion = small_inputs[:2]
+    ran = []
+    hook = fast.decoder.register_forward_pre_hook(lambda m, a: ran.append(torch.get_num_threads()))
+    try:
+        with torch.no_grad():
+            s_r, _, _, feats = model.motion.encode_reference(image)
+            assert close(fast(s_r + motion, feats), plain_outputs[0])
+    finally:
+        hook.remove()
+        if fast.side_by_side is not None:
+            fast.side_by_side.close()
+    n = motion.shape[0]      # 3 frames: a pair side by side, the third alone on both threads
+    assert sorted(ran) == ([1] * (n - n % 2) + [2] * (n % 2) if pick == "side-by-side" else [2] * n)
+    # forced by the config: no timing asked for
+    forced = Pick()
+    assert side_by_side_frames(fast, model.motion, BackendConfig(side_by_side=False), forced) is None
+    assert forced.asked == [("decoder frames", "128px 2 frames", ("one-by-one",))]

@@ -16,23 +16,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import packed
-from ..liveportrait.fast import exporting
 from .config import PUBLISHED_SIZES, LMDMSizes
 
 
 def _packed_ok(x: torch.Tensor) -> bool:
     """Whether oneDNN-packed weights serve this input (CPU, fp32, inference, not being traced or
     exported; see ``float_rt.packed``)."""
-    return (packed.available() and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
-            and not packed.plain() and not exporting())
+    return packed.available() and packed.fast_cpu(x)
 
 
 class PackedLinearNoTrace(packed.PackedLinear):
     """``float_rt.packed.PackedLinear`` that gives traced and exported graphs the plain ``F.linear``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if exporting():
+        if packed.exporting():
             return F.linear(x, self.weight, self.bias)
         return super().forward(x)
 

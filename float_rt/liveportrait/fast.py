@@ -32,7 +32,6 @@ compare both); they are off anyway off the CPU, under autocast, with gradients, 
 """
 from __future__ import annotations
 
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -41,22 +40,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import fftconv, winograd
-from ..packed import plain, switched_off, unpacked
+from ..packed import fast_cpu, plain, switched_off, unpacked
 
 # One switch for every fast path of the model layer: float_rt.packed's.
 reference_paths = unpacked
 
 
-def exporting() -> bool:
-    """Tracing, scripting, ONNX export or compiling: graphs get the plain, portable ops."""
-    onnx = sys.modules.get("torch.onnx")      # not imported: no export under way
-    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-            or (onnx is not None and onnx.is_in_onnx_export()))
-
-
-def active(x: torch.Tensor) -> bool:
-    return (not plain() and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not exporting())
+active = fast_cpu
 
 
 def _key(*tensors) -> tuple:

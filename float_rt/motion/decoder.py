@@ -95,7 +95,7 @@ def warp(out: torch.Tensor, feat: torch.Tensor, x: torch.Tensor,
     ``like``: the masked warp is written in that tensor's memory layout (grid_sample's own output is
     plain NCHW whatever its input's)."""
     b, _, h, w = x.shape
-    if like is not None and out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
+    if out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous():
         # slices of a channels-last tensor are strided by its 3 channels: one dense pass each instead
         grid = torch.tanh(out).permute(0, 2, 3, 1)[..., :2] + flow_base_grid(h, w, x)
         mask = torch.sigmoid(out)[:, 2:3]
