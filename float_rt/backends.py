@@ -87,8 +87,8 @@ class FastTorchDecoder(nn.Module):
         self.decoder = FusedDecoder(decoder)
         self.channels_last = channels_last
         self.run = torch.compile(self.decoder) if compile_ else self.decoder
-        size = decoder.const.shape[-1] * 2 ** len(decoder.up_convs)
-        self.frame_by_frame = device.type == "cpu" and size >= 256
+        self.size = output_size(decoder)
+        self.frame_by_frame = device.type == "cpu" and self.size >= 256
         self.side_by_side: SideBySide | None = None
         self._cache: tuple[tuple[int, ...], list[torch.Tensor]] | None = None
 
@@ -147,6 +147,20 @@ class FastTorchDecoder(nn.Module):
 DECODER_PATHS = ("module", "fused", "fused-channels-last", "fused-winograd")
 
 
+def output_size(decoder: nn.Module) -> int:
+    """The frame size a synthesis decoder renders: its constant's, doubled per scale."""
+    return decoder.const.shape[-1] * 2 ** len(decoder.up_convs)
+
+
+def timing_inputs(motion: nn.Module, size: int, frames: int, device: torch.device):
+    """A fixed reference's features and ``frames`` latents near it: what the decoder paths are timed on."""
+    gen = torch.Generator().manual_seed(0)
+    image = (torch.rand(1, 3, size, size, generator=gen) * 2 - 1).to(device)
+    with torch.no_grad():
+        s_r, _, _, feats = motion.encode_reference(image)
+    return s_r + 0.1 * torch.randn(frames, s_r.shape[1], generator=gen).to(device), feats
+
+
 def decoder_paths(cfg: BackendConfig) -> tuple[str, ...]:
     """The decoder paths the config allows: more than one under ``auto``, timed to pick one."""
     options = (("fused", False, False), ("fused-channels-last", True, False), ("fused-winograd", True, True))
@@ -165,14 +179,10 @@ def torch_decoder(motion: nn.Module, cfg: BackendConfig, device: torch.device,
     if len(paths) > 1 and device.type != "cpu":
         paths = ("fused-channels-last",)     # Winograd is a CPU path
     fast = FastTorchDecoder(decoder, device, cfg.compile) if paths != ("module",) else None
-    size = decoder.const.shape[-1] * 2 ** len(decoder.up_convs)
+    size = output_size(decoder)
 
     def runners():
-        gen = torch.Generator().manual_seed(0)
-        image = (torch.rand(1, 3, size, size, generator=gen) * 2 - 1).to(device)
-        with torch.no_grad():
-            s_r, _, _, feats = motion.encode_reference(image)
-        latent = s_r + 0.1 * torch.randn(s_r.shape, generator=gen).to(device)
+        latent, feats = timing_inputs(motion, size, 1, device)
 
         def run(path: str):
             fast.path = path
@@ -197,15 +207,10 @@ def side_by_side_frames(fast: FastTorchDecoder, motion: nn.Module, cfg: BackendC
     workers = torch.get_num_threads()
     if workers < 2:
         return None
-    size = fast.decoder.const.shape[-1] * 2 ** len(fast.decoder.up_convs)
     pool: list[SideBySide] = []
 
     def runners():
-        gen = torch.Generator().manual_seed(0)
-        image = torch.rand(1, 3, size, size, generator=gen) * 2 - 1
-        with torch.no_grad():
-            s_r, _, _, feats = motion.encode_reference(image)
-        latent = s_r + 0.1 * torch.randn(workers, s_r.shape[1], generator=gen)
+        latent, feats = timing_inputs(motion, fast.size, workers, torch.device("cpu"))
         pool.append(SideBySide(workers))
 
         def run(threads: SideBySide | None):
@@ -215,7 +220,7 @@ def side_by_side_frames(fast: FastTorchDecoder, motion: nn.Module, cfg: BackendC
 
     paths = ("one-by-one", "side-by-side") if cfg.side_by_side == kernels.AUTO else (
         ("side-by-side",) if cfg.side_by_side else ("one-by-one",))
-    choice = (chooser or kernels.chooser()).choose("decoder frames", f"{size}px {workers} frames", paths, runners)
+    choice = (chooser or kernels.chooser()).choose("decoder frames", f"{fast.size}px {workers} frames", paths, runners)
     fast.side_by_side = None
     if choice == "one-by-one":
         for threads in pool:

@@ -133,3 +133,19 @@ def fast_cpu(x: torch.Tensor) -> bool:
     autocast, autograd and exports (each computes what its plain ops compute, in another order)."""
     return (not plain() and x.device.type == "cpu" and x.dtype == torch.float32
             and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu") and not exporting())
+
+
+def _key(*tensors) -> tuple:
+    return tuple((t._version, t.data_ptr(), t.shape, t.stride(), t.dtype, t.device) if t is not None else None
+                 for t in tensors)
+
+
+def cached(module: nn.Module, name: str, tensors: tuple, build):
+    """``build()`` cached on ``module`` under ``name`` until one of ``tensors`` changes."""
+    key = _key(*tensors)
+    hit = module.__dict__.get(name)
+    if hit is None or hit[0] != key:
+        with torch.no_grad():
+            hit = (key, build())
+        module.__dict__[name] = hit
+    return hit[1]

@@ -70,15 +70,17 @@ class SideBySide:
                 raise value
         return [value for _, value in results]
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         for _ in self._threads:
             self._jobs.put(None)
+
+    def close(self) -> None:
+        self._stop()
         for t in self._threads:
             t.join()
 
     def __del__(self):
         try:
-            for _ in self._threads:
-                self._jobs.put(None)
+            self._stop()
         except Exception:                     # interpreter shutting down
             pass

@@ -40,28 +40,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import fftconv, winograd
-from ..packed import fast_cpu, plain, switched_off, unpacked
+from ..packed import cached, fast_cpu, plain, switched_off, unpacked
 
 # One switch for every fast path of the model layer: float_rt.packed's.
 reference_paths = unpacked
 
 
 active = fast_cpu
-
-
-def _key(*tensors) -> tuple:
-    return tuple((t._version, t.data_ptr(), t.dtype, t.device) if t is not None else None for t in tensors)
-
-
-def cached(module: nn.Module, name: str, tensors: tuple, build):
-    """``build()`` cached on ``module`` under ``name`` until one of ``tensors`` changes."""
-    key = _key(*tensors)
-    hit = module.__dict__.get(name)
-    if hit is None or hit[0] != key:
-        with torch.no_grad():
-            hit = (key, build())
-        module.__dict__[name] = hit
-    return hit[1]
 
 
 # ---- batch norm folded into the convolution -----------------------------------------------------------------

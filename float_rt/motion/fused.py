@@ -22,7 +22,7 @@ from torch import nn
 
 from .decoder import ModulatedConv, StyledConv, SynthesisDecoder, ToFlow, ToRGB, warp
 from .. import winograd
-from ..packed import fast_cpu
+from ..packed import cached, fast_cpu
 from .layers import SQRT2
 
 
@@ -161,18 +161,13 @@ class _FusedToRGB(nn.Module):
         masked, _ = warp(flow, self._projected(feat), flow)
         return F.leaky_relu(masked + self.act_bias.reshape(1, -1, 1, 1), 0.2) + self.bias
 
-
     def _projected(self, feat: torch.Tensor) -> torch.Tensor:
         """The reference features projected to RGB (no bias), kept for the next frame of the same
         reference (one entry: the features are the same tensor from frame to frame)."""
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return F.conv2d(feat, self.weight)
-        key = (feat.data_ptr(), feat._version, feat.shape, feat.stride(), self.weight._version)
-        hit = self.__dict__.get("_projection")
-        if hit is None or hit[0] != key:
-            hit = (key, F.conv2d(feat, self.weight).contiguous())     # grid_sample is fastest on planes
-            self.__dict__["_projection"] = hit
-        return hit[1]
+        # contiguous: grid_sample is fastest on planes
+        return cached(self, "_projection", (feat, self.weight), lambda: F.conv2d(feat, self.weight).contiguous())
 
 
 class FusedDecoder(nn.Module):
