@@ -219,6 +219,9 @@ def conv2d(x: torch.Tensor, conv: Prepared, padding: int) -> torch.Tensor:
     m, r = plan.m, plan.r
     ho, wo = h + 2 * padding - r + 1, w + 2 * padding - r + 1
     th, tw = -(-ho // m), -(-wo // m)
+    kernels = _compiled(x, plan)
+    if kernels is not None:
+        return _conv2d_compiled(x, conv, padding, kernels, ho, wo, th, tw)
     hp, wp = th * m + r - 1, tw * m + r - 1
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, padding, wp - w - padding, padding, hp - h - padding))
     out = x.new_empty(b, th * m, tw * m, conv.out_channels)
@@ -232,12 +235,45 @@ def conv2d(x: torch.Tensor, conv: Prepared, padding: int) -> torch.Tensor:
     return out.permute(0, 3, 1, 2)
 
 
+def compiled(plan: Plan) -> bool:
+    """Whether ``conv2d``/``conv3d`` of fp32 CPU tensors run ``plan``'s transforms compiled."""
+    return _compiled(torch.empty(0), plan) is not None
+
+
+def _compiled(x: torch.Tensor, plan: Plan):
+    """The plan's compiled transforms (``float_rt.winograd_c``) where they apply, else None."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    from . import winograd_c     # imports this module: loaded on first use
+    return winograd_c.kernels(plan)
+
+
+def _conv2d_compiled(x: torch.Tensor, conv: Prepared, padding: int, kernels, ho: int, wo: int, th: int,
+                     tw: int) -> torch.Tensor:
+    """``conv2d`` with both transforms in compiled loops: no padded copy, one pass each."""
+    b, c = x.shape[:2]
+    n, o = conv.plan.n, conv.out_channels
+    pixels = x.permute(0, 2, 3, 1).contiguous()          # a view when x is channels-last
+    out = x.new_empty(b, ho, wo, o)
+    band = max(1, min(th, BAND_BYTES // (b * tw * n * n * (c + o) * x.element_size())))
+    depth = b if conv.depth > 1 else 1
+    for t0 in range(0, th, band):
+        rows = min(th, t0 + band) - t0
+        v = x.new_empty(b, rows, tw, n * n, c)
+        kernels.input(pixels, v, padding, t0, rows, tw)
+        prods = conv.products(v.view(depth, b // depth * rows * tw, n * n, c))
+        kernels.output(prods, out, conv.bias, t0, rows, tw)
+    return out.permute(0, 3, 1, 2)
+
+
 def conv3d(x: torch.Tensor, conv: Prepared, padding: int) -> torch.Tensor:
     """``F.conv3d(x, weight, bias, padding=(kd // 2, padding, padding))`` (stride 1) for a 5-D
     ``weight``: the depth slices of each sample as a batch of 2-D ones.  Channels-last-3d out."""
     outs = []
     for sample in x:                                          # the depth taps must not cross samples
         slices = sample.permute(1, 0, 2, 3)                   # (D, C, H, W)
-        outs.append(conv2d(slices, conv, padding).permute(1, 0, 2, 3))
-    out = torch.stack(outs) if len(outs) > 1 else outs[0].unsqueeze(0)
-    return out.contiguous(memory_format=torch.channels_last_3d)
+        outs.append(conv2d(slices, conv, padding).permute(0, 2, 3, 1).contiguous())   # (D, H, W, O)
+    # (B, D, H, W, O) with every stride set (a size-1 batch dim with stride O would make torch.cat
+    # and others take the result for a plain contiguous tensor)
+    out = torch.stack(outs) if len(outs) > 1 else outs[0].unsqueeze(0).view(1, *outs[0].shape)
+    return out.permute(0, 4, 1, 2, 3)

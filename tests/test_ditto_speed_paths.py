@@ -108,6 +108,7 @@ def test_decoder_winograd_path_equals_direct_and_plain(monkeypatch):
     """Winograd F(4x4, 3x3) forced onto every 3x3 convolution of a small decoder (at the published
     sizes it runs on the wide ones): equal to the fast path with direct convolutions, and to plain."""
     monkeypatch.setattr(fast, "WINOGRAD_MIN_WIDTH", 1)
+    monkeypatch.setattr(fast, "WINOGRAD_MIN_WIDTH_COMPILED", 1)
     d = randomise(SpadeDecoder(DecoderSizes(block_expansion=8, max_features=32, out_channels=8)), seed=5)
     feature = torch.randn(1, d.sizes.in_channels, 16, 12)
     with torch.no_grad():
@@ -146,7 +147,7 @@ def test_warp_fast_path_equals_plain():
 WARP_PATHS = {
     # the hourglass's 3x3x3 convolutions as Winograd over (H, W) with 3-tap depth products, and the 3x3
     # mix convolution (forced onto a small warp), against direct convolutions
-    "winograd": (fast.without_winograd, lambda w: ("_fast_winograd3d" in w.dense.hourglass.fuse.conv.__dict__
+    "winograd": (fast.without_winograd, lambda w: ("_fast_winograd3d_m4" in w.dense.hourglass.fuse.conv.__dict__
                                                    and "_fast_winograd_bn" in w.mix.conv.__dict__)),
     # the 7x7x7 mask head by FFT (the published path) against its stacked 2-D form; the occlusion head
     # folded from its taps either way
@@ -159,6 +160,7 @@ WARP_PATHS = {
 def test_warp_path_equals_its_fallback_and_plain(monkeypatch, path, frames):
     """The fast path with one algorithm on, the same with it switched off, and plain: all equal."""
     monkeypatch.setattr(fast, "WINOGRAD_MIN_WIDTH", 1)
+    monkeypatch.setattr(fast, "WINOGRAD_MIN_WIDTH_COMPILED", 1)
     switch_off, took_it = WARP_PATHS[path]
     w = small_warp(6)
     gen = torch.Generator().manual_seed(7)

@@ -1,4 +1,5 @@
-"""Winograd convolution (float_rt.winograd) equals the direct convolution.
+"""Winograd convolution (float_rt.winograd) equals the direct convolution, with its transforms
+compiled and as PyTorch ops.
 
 The transforms are checked exactly (float64) and the fp32 kernel against ``F.conv2d`` over odd
 sizes, paddings, batches, with and without bias, both input layouts, banded or whole, and with
@@ -11,10 +12,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from float_rt import winograd
+from float_rt import native, winograd
 
 # relative error bounds (fp32) by plan: the error grows with the tile's interpolation points
 TOLERANCE = {(2, 3): 2e-6, (4, 3): 1e-5, (6, 3): 3e-5, (3, 2): 2e-6, (5, 2): 1e-5}
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch"])
+def transforms(request):
+    """Every test with the transforms compiled (``float_rt.winograd_c``; CI installs a C compiler, so
+    they must build) and as PyTorch ops."""
+    if request.param == "torch":
+        with native.without_native():
+            assert not winograd.compiled(winograd.Plan(4, 3))
+            yield request.param
+    else:
+        assert winograd.compiled(winograd.Plan(4, 3)), "the compiled transforms did not build (C compiler?)"
+        yield request.param
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -99,3 +113,4 @@ def test_conv3d_equals_f_conv3d(batch, with_bias):
         out = winograd.conv3d(x.contiguous(memory_format=layout), conv, 1)
         assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last_3d)
         assert rel(out, ref) < TOLERANCE[(4, 3)]
+

@@ -49,6 +49,30 @@ reference_paths = unpacked
 active = fast_cpu
 
 
+# ---- the hourglass's pooling and upsampling, keeping channels-last-3d ------------------------------------------
+
+def channels_last_3d(x: torch.Tensor) -> bool:
+    return x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def pool_hw(x: torch.Tensor) -> torch.Tensor:
+    """``F.avg_pool3d(x, (1, 2, 2))`` of a channels-last-3d x, channels-last-3d out (PyTorch's returns
+    a contiguous tensor, which each following convolution would reorder)."""
+    b, c, d, h, w = x.shape
+    if h % 2 or w % 2:
+        return F.avg_pool3d(x, (1, 2, 2)).contiguous(memory_format=torch.channels_last_3d)
+    cells = x.permute(0, 2, 3, 4, 1).reshape(b, d, h // 2, 2, w // 2, 2, c)
+    return (cells.sum((3, 5)) * 0.25).permute(0, 4, 1, 2, 3)
+
+
+def upsample_hw(x: torch.Tensor) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=(1, 2, 2))`` (nearest) of a channels-last-3d x, channels-last-3d out."""
+    b, c, d, h, w = x.shape
+    pixels = x.permute(0, 2, 3, 4, 1)[:, :, :, None, :, None]                 # (B, D, H, 1, W, 1, C)
+    out = pixels.expand(b, d, h, 2, w, 2, c).reshape(b, d, 2 * h, 2 * w, c)
+    return out.permute(0, 4, 1, 2, 3)
+
+
 # ---- batch norm folded into the convolution -----------------------------------------------------------------
 
 def layout_of(x: torch.Tensor) -> torch.memory_format:
@@ -101,9 +125,12 @@ def conv2d_cl(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 _winograd = threading.local()
 
 # The transforms cost ~(C_in + C_out) per pixel, the multiplications saved ~C_in*C_out: below this
-# ratio the transforms eat the saving (measured on the decoder's shapes: 256 -> 64 breaks even,
-# 128 -> 256 is 1.6x faster, 512 -> 512 2.1x; the 64 -> 64 convolution at 256x256 1.5x slower)
+# ratio the transforms eat the saving.  Measured on the decoder's shapes with the transforms as
+# PyTorch ops: 256 -> 64 breaks even, 128 -> 256 is 1.6x faster, 512 -> 512 2.1x, 64 -> 64 at
+# 256x256 1.5x slower; compiled (float_rt.winograd_c): 256 -> 64 at 256x256 2.1x faster, 64 -> 64
+# 1.5x, 32 -> 32 1.2x, 64 -> 12 1.3x slower.
 WINOGRAD_MIN_WIDTH = 64
+WINOGRAD_MIN_WIDTH_COMPILED = 16
 WINOGRAD_PLAN = winograd.Plan(4, 3)
 
 
@@ -114,7 +141,10 @@ def without_winograd():
 
 def _wide(cin: int, cout: int, taps: int = 1) -> bool:
     """Winograd on and worth it: the products (``taps`` kernels deep) outweigh the transforms."""
-    return not getattr(_winograd, "off", False) and taps * cin * cout >= WINOGRAD_MIN_WIDTH * (cin + cout)
+    if getattr(_winograd, "off", False):
+        return False
+    floor = WINOGRAD_MIN_WIDTH_COMPILED if winograd.compiled(WINOGRAD_PLAN) else WINOGRAD_MIN_WIDTH
+    return taps * cin * cout >= floor * (cin + cout)
 
 
 def winograd_ok(weight: torch.Tensor, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups: int = 1) -> bool:
@@ -123,17 +153,26 @@ def winograd_ok(weight: torch.Tensor, stride=(1, 1), padding=(1, 1), dilation=(1
 
 
 def winograd3d_ok(conv: nn.Conv3d, x: torch.Tensor) -> bool:
-    """A 3x3x3 convolution by Winograd over (H, W), on slices of at least 8x8 (smaller ones are a
-    few tiles, most of them padding)."""
+    """A 3x3x3 convolution by Winograd over (H, W), on slices of at least 8x8, or 4x4 where the
+    transforms are compiled (smaller ones are a few tiles, most of them padding)."""
+    smallest = SMALL_SLICE_PLAN.m * 2 if winograd.compiled(SMALL_SLICE_PLAN) else 8
     return (conv.kernel_size == (3, 3, 3) and conv.padding == (1, 1, 1) and conv.stride == (1, 1, 1)
             and conv.dilation == (1, 1, 1) and conv.groups == 1
-            and _wide(conv.in_channels, conv.out_channels, taps=3) and min(x.shape[-2:]) >= 8)
+            and _wide(conv.in_channels, conv.out_channels, taps=3) and min(x.shape[-2:]) >= smallest)
+
+
+# Slices under 8x8 (the hourglass's 4x4 level, 512 <-> 1024 channels) by F(2x2, 3x3): F(4x4, 3x3)
+# would be one tile of 36 products a pixel block with 4x the weights to stream; measured on them,
+# 20.5 -> 14.4 ms (F(4x4, 3x3): 17.7), 1.8x the weights' memory.
+SMALL_SLICE_PLAN = winograd.Plan(2, 3)
 
 
 def winograd_conv3d(conv: nn.Conv3d, weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """``F.conv3d(x, weight, bias, padding=1)``: Winograd F(4x4, 3x3) over each depth slice, the 3 depth
-    taps summed by the product step (``float_rt.winograd.Prepared``); channels-last-3d out."""
-    prepared = cached(conv, "_fast_winograd3d", (weight, bias), lambda: winograd.Prepared(weight, bias, WINOGRAD_PLAN))
+    """``F.conv3d(x, weight, bias, padding=1)``: Winograd F(4x4, 3x3) (F(2x2, 3x3) on slices under 8x8) over
+    each depth slice, the 3 depth taps summed by the product step (``float_rt.winograd.Prepared``);
+    channels-last-3d out."""
+    plan = WINOGRAD_PLAN if min(x.shape[-2:]) >= 8 else SMALL_SLICE_PLAN
+    prepared = cached(conv, f"_fast_winograd3d_m{plan.m}", (weight, bias), lambda: winograd.Prepared(weight, bias, plan))
     return winograd.conv3d(x, prepared, 1)
 
 
@@ -311,13 +350,16 @@ def conv3d_stacked(x: torch.Tensor, conv: nn.Conv3d, weight: torch.Tensor | None
 def chosen_paths(renderer: nn.Module | None = None) -> dict:
     """The paths the renderer takes on this CPU in fp32 (for benchmarks and logs)."""
     on = not plain()
+    compiled = winograd.compiled(WINOGRAD_PLAN)
+    floor = WINOGRAD_MIN_WIDTH_COMPILED if compiled else WINOGRAD_MIN_WIDTH
     return {"batchnorm_folded": on, "decoder_channels_last": on, "spade_convs_merged": on,
             "warp_hourglass_channels_last_3d": on,
             "mask_conv": ("3-D" if not on else "FFT over 16x16 tiles" if not getattr(_fft, "off", False)
                           else "depth taps stacked, 2-D"),
             "occlusion_conv": "taps as outputs, folded" if on else "2-D",
             "spade_upsampled_cond_conv": "2x2 phase kernels on the coarse grid" if on else "3x3 on the upsampled grid",
-            "decoder_conv3x3": (f"Winograd F(4x4, 3x3) where C_in*C_out/(C_in+C_out) >= {WINOGRAD_MIN_WIDTH}"
+            "decoder_conv3x3": (f"Winograd F(4x4, 3x3) where C_in*C_out/(C_in+C_out) >= {floor}"
+                                f"{', transforms compiled' if compiled else ''}"
                                 if on and not getattr(_winograd, "off", False) else "direct"),
             "warp_conv3x3x3": ("Winograd F(4x4, 3x3) over (H, W), 3-tap depth products, where wide"
                                if on and not getattr(_winograd, "off", False) else "direct 3-D"),

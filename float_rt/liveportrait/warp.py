@@ -50,12 +50,14 @@ class Hourglass3d(nn.Module):
         self.fuse = ConvBN(3, self.out_channels, self.out_channels, 3, 1)
 
     def forward(self, x):
+        pool, upsample = ((fast.pool_hw, fast.upsample_hw) if fast.active(x) and fast.channels_last_3d(x)
+                          else (lambda t: F.avg_pool3d(t, (1, 2, 2)), lambda t: F.interpolate(t, scale_factor=(1, 2, 2))))
         skips = [x]
         for block in self.down:
-            skips.append(F.avg_pool3d(F.relu(block(skips[-1])), (1, 2, 2)))
+            skips.append(pool(F.relu(block(skips[-1]))))
         y = skips.pop()
         for block in self.up:
-            y = F.relu(block(F.interpolate(y, scale_factor=(1, 2, 2))))
+            y = F.relu(block(upsample(y)))
             y = torch.cat([y, skips.pop()], dim=1)
         return F.relu(self.fuse(y))
 

@@ -1,0 +1,136 @@
+"""Compiled kernels (float_rt.native, float_rt.winograd_c): built once per machine, equal to the PyTorch
+path, and never required: without a compiler, or when a build fails, the PyTorch path runs."""
+from __future__ import annotations
+
+import logging
+import subprocess
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from float_rt import native, winograd, winograd_c
+from float_rt.liveportrait import fast
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch):
+    """An empty cache folder and no library loaded yet in this process."""
+    monkeypatch.setenv("FLOAT_RT_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(winograd_c, "_kernels", {})
+    return tmp_path
+
+
+def count_builds(monkeypatch) -> list:
+    builds, run = [], subprocess.run
+
+    def spy(cmd, *a, **kw):
+        if "-shared" in cmd:
+            builds.append(cmd)
+        return run(cmd, *a, **kw)
+    monkeypatch.setattr(subprocess, "run", spy)
+    return builds
+
+
+def test_built_once_then_loaded_from_the_cache(fresh, monkeypatch):
+    builds = count_builds(monkeypatch)
+    plan = winograd.Plan(4, 3)
+    assert winograd_c.kernels(plan) is not None and winograd_c.kernels(plan) is winograd_c.kernels(plan)
+    assert len(builds) == 1 and len(list((fresh / "native").glob("winograd_m4r3-*.so"))) == 1
+    monkeypatch.setattr(native, "_loaded", {})          # another process: the cached library, no build
+    monkeypatch.setattr(winograd_c, "_kernels", {})
+    assert winograd_c.kernels(plan) is not None and len(builds) == 1
+
+
+def test_a_failed_build_is_one_warning_and_the_torch_path(fresh, caplog):
+    with caplog.at_level(logging.WARNING, logger="float_rt.native"):
+        assert native.load("broken", "this is not C;") is None
+        assert native.load("broken", "this is not C;") is None
+    assert len(caplog.records) == 1 and "PyTorch path" in caplog.records[0].getMessage()
+
+
+def test_without_a_compiler_the_torch_path_runs(fresh, monkeypatch, caplog):
+    monkeypatch.setattr(native, "compiler", lambda: None)
+    x, w, b = torch.randn(1, 8, 12, 12), torch.randn(16, 8, 3, 3), torch.randn(16)
+    with caplog.at_level(logging.WARNING, logger="float_rt.native"):
+        assert not winograd.compiled(winograd.Plan(4, 3))
+        out = winograd.conv2d(x, winograd.Prepared(w, b, winograd.Plan(4, 3)), 1)
+    assert "install gcc" in caplog.text
+    assert rel(out, F.conv2d(x, w, b, padding=1)) < 1e-5
+    assert "transforms compiled" not in fast.chosen_paths()["decoder_conv3x3"]
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv("FLOAT_RT_NATIVE", "0")
+    assert winograd_c.kernels(winograd.Plan(4, 3)) is None and not winograd.compiled(winograd.Plan(4, 3))
+
+
+def test_generated_source_leaves_out_zero_terms():
+    """F(4x4, 3x3)'s B^T row (4, 0, -5, 0, 1, 0) becomes three terms with constant coefficients."""
+    src = winograd_c.source(winograd.Plan(4, 3))
+    assert "t[0][j][c] = 4.0f * d[0][j][c] - 5.0f * d[2][j][c] + d[4][j][c];" in src
+
+
+@pytest.mark.parametrize("m, r", [(2, 3), (4, 3), (6, 3), (3, 2), (5, 2)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_transforms_equal_the_torch_ones(m, r, threads):
+    """Same products, the transforms' fp32 additions in another order: both as close to a float64
+    convolution as the plan allows (tests/test_winograd.py's bounds), for odd sizes (partial tiles at the edges), a batch, several bands and a channel count that is
+    not a multiple of the kernels' chunk."""
+    assert winograd.compiled(winograd.Plan(m, r)), "the compiled transforms did not build (C compiler?)"
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(21)
+        x = torch.randn(2, winograd_c.CHUNK + 13, 19, 14, generator=gen).contiguous(memory_format=torch.channels_last)
+        w, b = torch.randn(70, x.shape[1], r, r, generator=gen), torch.randn(70, generator=gen)
+        conv = winograd.Prepared(w, b, winograd.Plan(m, r))
+        compiled = winograd.conv2d(x, conv, 1)
+        with native.without_native():
+            plain = winograd.conv2d(x, conv, 1)
+    finally:
+        torch.set_num_threads(before)
+    assert compiled.shape == plain.shape == F.conv2d(x, w, b, padding=1).shape
+    assert compiled.is_contiguous(memory_format=torch.channels_last)
+    exact = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+    bound = {(2, 3): 2e-6, (4, 3): 1e-5, (6, 3): 3e-5, (3, 2): 2e-6, (5, 2): 1e-5}[(m, r)]
+    assert rel(compiled, exact) < bound and rel(plain, exact) < bound
+
+
+def test_small_slices_take_f2x3_where_compiled():
+    """The hourglass's 4x4 slices: Winograd F(2x2, 3x3) when the transforms are compiled, else direct."""
+    conv = torch.nn.Conv3d(40, 48, 3, padding=1)
+    x = torch.randn(1, 40, 5, 4, 4).contiguous(memory_format=torch.channels_last_3d)
+    assert fast.winograd3d_ok(conv, x)
+    with torch.no_grad():
+        out = fast.winograd_conv3d(conv, conv.weight, conv.bias, x)
+        ref = F.conv3d(x, conv.weight, conv.bias, padding=1)
+    assert "_fast_winograd3d_m2" in conv.__dict__ and rel(out, ref) < 1e-5
+    with native.without_native():
+        assert not fast.winograd3d_ok(conv, x)
+
+
+def test_pool_and_upsample_keep_channels_last_3d():
+    x = torch.randn(2, 6, 3, 8, 10).contiguous(memory_format=torch.channels_last_3d)
+    pooled, up = fast.pool_hw(x), fast.upsample_hw(x)
+    assert torch.allclose(pooled, F.avg_pool3d(x, (1, 2, 2)), atol=1e-6)
+    assert torch.equal(up, F.interpolate(x, scale_factor=(1, 2, 2)))
+    assert pooled.is_contiguous(memory_format=torch.channels_last_3d)
+    assert up.is_contiguous(memory_format=torch.channels_last_3d)
+    odd = torch.randn(1, 3, 2, 5, 4).contiguous(memory_format=torch.channels_last_3d)
+    assert torch.allclose(fast.pool_hw(odd), F.avg_pool3d(odd, (1, 2, 2)), atol=1e-6)
+
+
+def test_conv3d_output_stays_channels_last_3d_through_cat():
+    """Every stride of the output is set (a size-1 batch dim with stride C would make torch.cat, and the
+    convolution after it, fall back to a contiguous tensor and reorder)."""
+    x = torch.randn(1, 6, 4, 8, 8).contiguous(memory_format=torch.channels_last_3d)
+    conv = winograd.Prepared(torch.randn(5, 6, 3, 3, 3), None, winograd.Plan(4, 3))
+    out = winograd.conv3d(x, conv, 1)
+    assert out.stride(0) == out.numel()
+    assert torch.cat([out, x], dim=1).is_contiguous(memory_format=torch.channels_last_3d)
