@@ -30,6 +30,7 @@ from .packed import switched_off
 log = logging.getLogger(__name__)
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c99", "-shared", "-fPIC")
+LIBS = ("-lm",)
 _state = threading.local()
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _lock = threading.Lock()
@@ -88,7 +89,7 @@ def _build(name: str, source: str) -> ctypes.CDLL:
     cc = compiler()
     if cc is None:
         raise RuntimeError("no C compiler (install gcc, or set CC)")
-    digest = hashlib.sha256("\n".join([source, " ".join(FLAGS), _compiler_version(cc), _cpu_key()]).encode())
+    digest = hashlib.sha256("\n".join([source, " ".join(FLAGS + LIBS), _compiler_version(cc), _cpu_key()]).encode())
     folder = cache_dir() / "native"
     path = folder / f"{name}-{digest.hexdigest()[:16]}.so"
     if not path.exists():
@@ -96,7 +97,7 @@ def _build(name: str, source: str) -> ctypes.CDLL:
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             src, out = Path(tmp) / f"{name}.c", Path(tmp) / f"{name}.so"
             src.write_text(source)
-            done = subprocess.run([cc, *FLAGS, "-o", str(out), str(src)], capture_output=True, text=True, timeout=300)
+            done = subprocess.run([cc, *FLAGS, "-o", str(out), str(src), *LIBS], capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
                 raise RuntimeError(f"{cc} failed: {done.stderr.strip() or done.stdout.strip()}")
             os.replace(out, path)   # atomic: concurrent builders leave one complete file

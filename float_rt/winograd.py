@@ -211,9 +211,12 @@ def _block(xp: torch.Tensor, conv: Prepared, out: torch.Tensor, th: int, tw: int
 BAND_BYTES = 64 << 20
 
 
-def conv2d(x: torch.Tensor, conv: Prepared, padding: int) -> torch.Tensor:
+def conv2d(x: torch.Tensor, conv: Prepared, padding: int, modulation=None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, square kernel) for ``conv =
-    Prepared(weight, bias, plan)``.  Returns a channels-last (B, O, Ho, Wo) tensor."""
+    Prepared(weight, bias, plan)``.  Returns a channels-last (B, O, Ho, Wo) tensor.
+
+    ``modulation`` (``float_rt.winograd_c.Modulation``, compiled transforms only): the 2C outputs are
+    a SPADE norm's (1 + gamma, beta), applied in the output transform; returns (B, C, Ho, Wo)."""
     plan = conv.plan
     b, c, h, w = x.shape
     m, r = plan.m, plan.r
@@ -221,7 +224,9 @@ def conv2d(x: torch.Tensor, conv: Prepared, padding: int) -> torch.Tensor:
     th, tw = -(-ho // m), -(-wo // m)
     kernels = _compiled(x, plan)
     if kernels is not None:
-        return _conv2d_compiled(x, conv, padding, kernels, ho, wo, th, tw)
+        return _conv2d_compiled(x, conv, padding, kernels, ho, wo, th, tw, modulation)
+    if modulation is not None:
+        raise ValueError("a modulated output needs the compiled transforms")
     hp, wp = th * m + r - 1, tw * m + r - 1
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, padding, wp - w - padding, padding, hp - h - padding))
     out = x.new_empty(b, th * m, tw * m, conv.out_channels)
@@ -249,12 +254,12 @@ def _compiled(x: torch.Tensor, plan: Plan):
 
 
 def _conv2d_compiled(x: torch.Tensor, conv: Prepared, padding: int, kernels, ho: int, wo: int, th: int,
-                     tw: int) -> torch.Tensor:
+                     tw: int, modulation=None) -> torch.Tensor:
     """``conv2d`` with both transforms in compiled loops: no padded copy, one pass each."""
     b, c = x.shape[:2]
     n, o = conv.plan.n, conv.out_channels
     pixels = x.permute(0, 2, 3, 1).contiguous()          # a view when x is channels-last
-    out = x.new_empty(b, ho, wo, o)
+    out = x.new_empty(b, ho, wo, o if modulation is None else o // 2)
     band = max(1, min(th, BAND_BYTES // (b * tw * n * n * (c + o) * x.element_size())))
     depth = b if conv.depth > 1 else 1
     for t0 in range(0, th, band):
@@ -262,7 +267,10 @@ def _conv2d_compiled(x: torch.Tensor, conv: Prepared, padding: int, kernels, ho:
         v = x.new_empty(b, rows, tw, n * n, c)
         kernels.input(pixels, v, padding, t0, rows, tw)
         prods = conv.products(v.view(depth, b // depth * rows * tw, n * n, c))
-        kernels.output(prods, out, conv.bias, t0, rows, tw)
+        if modulation is None:
+            kernels.output(prods, out, conv.bias, t0, rows, tw)
+        else:
+            kernels.output_modulated(prods, out, conv.bias, modulation, t0, rows, tw)
     return out.permute(0, 3, 1, 2)
 
 

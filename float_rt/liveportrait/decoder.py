@@ -31,12 +31,18 @@ class SpadeNorm(nn.Module):
         act = F.relu(self.shared(F.interpolate(cond, size=x.shape[2:], mode="nearest")))
         return normed * (1 + self.gamma(act)) + self.beta(act)
 
-    def modulate(self, normed: torch.Tensor, act: torch.Tensor, slope: float | None) -> torch.Tensor:
-        """Fast path: ``leaky_relu(self(x, cond), slope)`` given ``normed`` = instance_norm(x) and ``act`` =
-        relu(shared(cond at x's size)), with gamma and beta as one convolution and the result built in place."""
+    def modulate(self, src: fast.Normalised, act: torch.Tensor, slope: float | None) -> torch.Tensor:
+        """Fast path: ``leaky_relu(self(x, cond), slope)`` for ``src`` = x under its instance norm and
+        ``act`` = relu(shared(cond at x's size)), with gamma and beta as one convolution; where its
+        transforms are compiled the norm is applied in its output transform, else the result is
+        built in place."""
         w, b = fast.concat_convs(self, "_fast_gamma_beta", [self.gamma, self.beta], [1.0, 0.0])
+        fused = fast.spade_fused(self, "_fast_gamma_beta_winograd", w, b, act, src, slope)
+        if fused is not None:
+            return fused
         gamma_beta = (fast.winograd_conv3x3(self, "_fast_gamma_beta_winograd", w, b, act) if fast.winograd_ok(w)
                       else F.conv2d(act, w, b, padding=1))
+        normed = src.normed()
         one_plus_gamma, beta = gamma_beta.split(normed.shape[1], dim=1)
         out = torch.addcmul(beta, normed, one_plus_gamma)
         return F.leaky_relu_(out, slope) if slope is not None else out
@@ -81,12 +87,12 @@ class SpadeResBlock(nn.Module):
             act = F.relu_(fast.winograd_conv3x3(self, "_fast_shared_winograd", w, b, cond)
                           if fast.winograd_ok(w) else F.conv2d(cond, w, b, padding=1))
         acts = act.split(SPADE_HIDDEN, dim=1)
-        normed = fast.instance_norm(x)   # the input and skip norms normalise the same x
+        src = fast.Normalised(x)   # the input and skip norms normalise the same x
         if self.learned_skip:   # no activation before the skip convolution
-            skip = fast.conv2d_cl(self.conv_skip, self.mod_skip.modulate(normed, acts[2], None))
-        y = fast.conv2d_cl(self.conv_in, self.mod_in.modulate(normed, acts[0], 0.2))
-        del normed
-        y = fast.conv2d_cl(self.conv_out, self.mod_out.modulate(fast.instance_norm(y), acts[1], 0.2))
+            skip = fast.conv2d_cl(self.conv_skip, self.mod_skip.modulate(src, acts[2], None))
+        y = fast.conv2d_cl(self.conv_in, self.mod_in.modulate(src, acts[0], 0.2))
+        del src
+        y = fast.conv2d_cl(self.conv_out, self.mod_out.modulate(fast.Normalised(y), acts[1], 0.2))
         if self.learned_skip:
             return y.add_(skip)
         return y.add_(x)

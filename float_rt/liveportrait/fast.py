@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import fftconv, winograd
+from .. import fftconv, winograd, winograd_c
 from ..packed import cached, fast_cpu, plain, switched_off, unpacked
 
 # One switch for every fast path of the model layer: float_rt.packed's.
@@ -107,6 +107,39 @@ def instance_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     if x.shape[0] > 1:
         return torch.cat([instance_norm(x[i:i + 1], eps) for i in range(x.shape[0])])
     return F.batch_norm(x, None, None, None, None, True, 0.0, eps)
+
+
+class Normalised:
+    """x (channels-last) under an instance norm, computed once for every SPADE norm that reads it: its
+    statistics where the compiled fused kernel applies the norm, the normalised tensor otherwise."""
+
+    def __init__(self, x: torch.Tensor, eps: float = 1e-5):
+        self.x, self.eps = x, eps
+        self._stats = self._normed = None
+
+    def stats(self, kernels) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._stats is None:
+            self._stats = kernels.instance_stats(self.x, self.eps)
+        return self._stats
+
+    def normed(self) -> torch.Tensor:
+        if self._normed is None:
+            self._normed = instance_norm(self.x, self.eps)
+        return self._normed
+
+
+def spade_fused(owner: nn.Module, name: str, weight: torch.Tensor, bias: torch.Tensor, act: torch.Tensor,
+                src: Normalised, slope: float | None) -> torch.Tensor | None:
+    """``leaky(instance_norm(x) * (1 + gamma) + beta)`` from the (1 + gamma, beta) convolution of ``act``,
+    the norm applied in its compiled output transform (no gamma/beta tensors); None where that path
+    does not run (narrow convolution, no compiled transforms, Winograd off)."""
+    kernels = winograd_c.kernels(WINOGRAD_PLAN)
+    if kernels is None or not winograd_ok(weight) or act.shape[2:] != src.x.shape[2:]:
+        return None
+    prepared = cached(owner, name, (weight, bias), lambda: winograd.Prepared(weight, bias, WINOGRAD_PLAN))
+    mean, invstd = src.stats(kernels)
+    pixels = src.x.permute(0, 2, 3, 1).contiguous()
+    return winograd.conv2d(act, prepared, 1, modulation=winograd_c.Modulation(pixels, mean, invstd, slope))
 
 
 def cl_weight(conv: nn.Conv2d) -> torch.Tensor:
