@@ -79,8 +79,7 @@ class SpadeResBlock(nn.Module):
         w, b = fast.concat_convs(self, "_fast_shared", [m.shared for m in norms])
         if scale > 1 and tuple(x.shape[2:]) == (scale * cond.shape[2], scale * cond.shape[3]):
             # the condition is the decoder input upsampled by `scale`: convolve it on its own grid
-            up = fast.cached(self, f"_fast_shared_up{scale}", (w, b), lambda: fast.upsampled_conv_weight(w, b, scale))
-            act = fast.upsampled_conv3x3(cond, up, relu=True)
+            act = fast.upsampled_cond_conv(self, w, b, cond, scale)
         else:
             if cond.shape[2:] != x.shape[2:]:
                 cond = F.interpolate(cond, size=x.shape[2:], mode="nearest")

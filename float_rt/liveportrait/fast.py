@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import fftconv, winograd, winograd_c
+from .. import fftconv, upsample_c, winograd, winograd_c
 from ..packed import cached, fast_cpu, plain, switched_off, unpacked
 
 # One switch for every fast path of the model layer: float_rt.packed's.
@@ -341,6 +341,19 @@ def upsampled_conv3x3(x: torch.Tensor, conv: UpsampledConv, relu: bool = False) 
     return out.view(b, s * h, s * w, o).permute(0, 3, 1, 2)
 
 
+def upsampled_cond_conv(owner: nn.Module, weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor,
+                        scale: int) -> torch.Tensor:
+    """``relu(conv2d(interpolate(x, scale_factor=scale), weight, bias, padding=1))`` on x's own grid: the
+    nine taps' products once and their sums compiled (``float_rt.upsample_c``: 9 products a coarse
+    pixel), else the phase kernels above (16 at s = 2, 36 at s = 4).  Channels-last out."""
+    kern = upsample_c.kernel(scale)
+    if kern is not None:
+        taps = cached(owner, "_fast_shared_taps", (weight,), lambda: upsample_c.tap_weight(weight))
+        return upsample_c.upsampled_conv3x3(x, taps, bias, kern, relu=True)
+    up = cached(owner, f"_fast_shared_up{scale}", (weight, bias), lambda: upsampled_conv_weight(weight, bias, scale))
+    return upsampled_conv3x3(x, up, relu=True)
+
+
 # ---- a 3-D convolution as a 2-D one over depth slices -------------------------------------------------------
 
 def stacked_ok(conv: nn.Conv3d) -> bool:
@@ -390,7 +403,9 @@ def chosen_paths(renderer: nn.Module | None = None) -> dict:
             "mask_conv": ("3-D" if not on else "FFT over 16x16 tiles" if not getattr(_fft, "off", False)
                           else "depth taps stacked, 2-D"),
             "occlusion_conv": "taps as outputs, folded" if on else "2-D",
-            "spade_upsampled_cond_conv": "2x2 phase kernels on the coarse grid" if on else "3x3 on the upsampled grid",
+            "spade_upsampled_cond_conv": (("9 tap products on the coarse grid, sums compiled" if upsample_c.kernel(2)
+                                           else "2x2 phase kernels on the coarse grid") if on
+                                          else "3x3 on the upsampled grid"),
             "decoder_conv3x3": (f"Winograd F(4x4, 3x3) where C_in*C_out/(C_in+C_out) >= {floor}"
                                 f"{', transforms compiled' if compiled else ''}"
                                 if on and not getattr(_winograd, "off", False) else "direct"),
