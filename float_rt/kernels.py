@@ -35,7 +35,7 @@ from .resources import cache_dir
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "FLOAT_RT_KERNEL_CACHE"
-CACHE_VERSION = 3      # raised when a path's code changes: choices timed on the old code are timed again
+CACHE_VERSION = 4      # raised when a path's code changes: choices timed on the old code are timed again
 AUTO = "auto"
 
 Runners = Mapping[str, Callable[[], object]]

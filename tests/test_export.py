@@ -114,9 +114,20 @@ def test_fused_decoder_matches_the_torch_decoder(small_model, ref, batch, channe
 
 
 @pytest.mark.parametrize("batch", [1, 2])
-def test_fused_decoder_winograd_path_matches_the_torch_decoder(batch):
+@pytest.mark.parametrize("transforms", ["compiled", "torch"])
+def test_fused_decoder_winograd_path_matches_the_torch_decoder(batch, transforms):
     """The wide 3x3 modulated convolutions by Winograd (a decoder wide enough to take that path:
-    128 channels at 32 and 64 px): the same frames as the module decoder and the direct path."""
+    128 channels at 32 and 64 px), its transforms compiled or as PyTorch ops: the same frames as
+    the module decoder and the direct path."""
+    import contextlib
+
+    from float_rt import native, winograd
+    with native.without_native() if transforms == "torch" else contextlib.nullcontext():
+        assert winograd.compiled(winograd.Plan(4, 3)) == (transforms == "compiled")
+        _winograd_decoder_case(batch)
+
+
+def _winograd_decoder_case(batch):
     from float_rt.config import ModelConfig
     from float_rt.motion.decoder import SynthesisDecoder
     torch.manual_seed(3)

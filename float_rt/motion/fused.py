@@ -25,6 +25,14 @@ from .. import winograd
 from ..packed import cached, fast_cpu
 from .layers import SQRT2
 
+WINOGRAD_PLAN = winograd.Plan(4, 3)
+# Narrowest convolution (channels in and out) that gains from Winograd: 128 with the transforms as
+# PyTorch ops; 64 compiled (float_rt.winograd_c).  One 512-px frame on a 2-core AMD EPYC: 127.3 ms
+# (PyTorch transforms), 115.4 (compiled), 111.0 (compiled, the 64-channel convs at 256 px too),
+# 112.6-113.8 (also the 32-channel ones at 512 px).
+WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_CHANNELS_COMPILED = 64
+
 
 class _FusedModConv(nn.Module):
     """Modulated conv + (optional) demodulation, bias and leaky ReLU."""
@@ -48,11 +56,13 @@ class _FusedModConv(nn.Module):
 
     def _winograd(self, x: torch.Tensor) -> winograd.Prepared | None:
         """The weights in Winograd's domain when this convolution takes that path: a plain 3x3 one, at
-        least 128 channels in and out, on at least 32x32 pixels (fewer tiles leave the products
-        too short to gain; measured on a 2-core AMD EPYC: 512 ch at 32 px 8.2 vs 9.6 ms, 256 at 64 px
-        6.1 vs 9.6, 128 at 128 px 7.7 vs 9.6; 512 at 16 px and 64 at 256 px lose)."""
+        least 128 channels in and out (64 where the transforms are compiled), on at least 32x32
+        pixels (fewer tiles leave the products too short to gain; measured on a 2-core AMD EPYC with
+        the transforms as PyTorch ops: 512 ch at 32 px 8.2 vs 9.6 ms, 256 at 64 px 6.1 vs 9.6, 128 at
+        128 px 7.7 vs 9.6; 512 at 16 px and 64 at 256 px lose; compiled, see ``WINOGRAD_MIN_CHANNELS``)."""
         o, i, k, _ = self.weight.shape
-        if (not self.winograd or self.upsample or k != 3 or self.padding != 1 or min(i, o) < 128
+        least = WINOGRAD_MIN_CHANNELS_COMPILED if winograd.compiled(WINOGRAD_PLAN) else WINOGRAD_MIN_CHANNELS
+        if (not self.winograd or self.upsample or k != 3 or self.padding != 1 or min(i, o) < least
                 or x.shape[2] * x.shape[3] < 1024 or not fast_cpu(x)):
             return None
         # kept across layout changes (``set_channels_last`` stores the same values anew); rebuilt
@@ -60,7 +70,7 @@ class _FusedModConv(nn.Module):
         key = self.weight._version
         hit = self.__dict__.get("_prepared")
         if hit is None or hit[0] != key:
-            hit = (key, winograd.Prepared(self.weight, None, winograd.Plan(4, 3)))
+            hit = (key, winograd.Prepared(self.weight, None, WINOGRAD_PLAN))
             self.__dict__["_prepared"] = hit
         return hit[1]
 
