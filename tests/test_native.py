@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from float_rt import native, upsample_c, winograd, winograd_c
+from float_rt import native, sample_c, upsample_c, winograd, winograd_c
 from float_rt.liveportrait import fast
 
 
@@ -24,6 +24,7 @@ def fresh(tmp_path, monkeypatch):
     monkeypatch.setattr(native, "_loaded", {})
     monkeypatch.setattr(winograd_c, "_kernels", {})
     monkeypatch.setattr(upsample_c, "_kernels", {})
+    monkeypatch.setattr(sample_c, "_sampler", [])
     return tmp_path
 
 
@@ -186,3 +187,47 @@ def test_decoder_takes_the_compiled_paths_and_equals_them_off():
     assert ("fused", True) in calls and ("fused", False) in calls      # compiled, then switched off
     assert "_fast_shared_taps" in d.up_a.__dict__ and "_fast_shared_up2" in d.up_a.__dict__
     assert rel(compiled, torch_path) < 1e-5 and rel(compiled, plain) < 1e-5
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_compiled_trilinear_sampler_equals_grid_sample(shared):
+    """Corners outside the volume read zeros (grid beyond [-1, 1]); a volume shared by the batch or one
+    per sample; the result written through strides into a channels-last 2-D layout (channel c*D + d)."""
+    sample = sample_c.sampler()
+    assert sample is not None, "the compiled sampler did not build (C compiler?)"
+    gen = torch.Generator().manual_seed(4)
+    b, c, d, h, w = 2, 5, 3, 6, 7
+    volume = torch.randn(1 if shared else b, c, d, h, w, generator=gen)
+    grid = 1.2 * (2 * torch.rand(b, d, h, w, 3, generator=gen) - 1)
+    ref = F.grid_sample(volume.expand(b, -1, -1, -1, -1), grid, align_corners=False)     # (B, C, D, H, W)
+    out = torch.empty(b, h, w, c * d)
+    sample(volume.permute(0, 2, 3, 4, 1).contiguous(), grid, out, (h * w * c * d, 1, w * c * d, c * d, d))
+    assert torch.allclose(out.permute(0, 3, 1, 2), ref.reshape(b, c * d, h, w), atol=1e-5)
+
+
+def test_warp_samples_compiled_equal_the_torch_ones():
+    """The dense-motion candidates written beside their heatmaps, and the warped source as 2-D planes,
+    against grid_sample + cat + reshape (the PyTorch path)."""
+    from float_rt.liveportrait.warp import coordinate_grid
+    gen = torch.Generator().manual_seed(9)
+    b, c, d, h, w, k = 2, 3, 4, 8, 8, 5
+    f = torch.randn(b, c, d, h, w, generator=gen)
+    grid = coordinate_grid(d, h, w, f)
+    shifts = 0.3 * torch.randn(b, k, 1, 1, 1, 3, generator=gen)
+    motions = torch.cat([grid[None, None].expand(b, 1, d, h, w, 3), grid[None, None] + shifts], dim=1)
+    heat = torch.randn(b, k, d, h, w, generator=gen)
+    got = fast.candidate_volume(f, motions, heat)
+    warped = F.grid_sample(f.unsqueeze(1).expand(b, k + 1, c, d, h, w).reshape(-1, c, d, h, w),
+                           motions.reshape(-1, d, h, w, 3), align_corners=False).view(b, k + 1, c, d, h, w)
+    heat0 = torch.cat([torch.zeros(b, 1, d, h, w), heat], dim=1)
+    want = torch.cat([heat0.unsqueeze(2), warped], dim=2).view(b, -1, d, h, w)
+    assert got.is_contiguous(memory_format=torch.channels_last_3d) and torch.allclose(got, want, atol=1e-5)
+    owner = torch.nn.Module()
+    deformation = motions[:, 2].contiguous()
+    for source in (f[:1], f[:1].expand(b, -1, -1, -1, -1), f):
+        planes = fast.warped_planes(owner, source, deformation)
+        ref = F.grid_sample(source.expand(b, -1, -1, -1, -1), deformation, align_corners=False)
+        assert planes.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(planes, ref.reshape(b, c * d, h, w), atol=1e-5)
+    with native.without_native():
+        assert fast.candidate_volume(f, motions, heat) is None and fast.warped_planes(owner, f, deformation) is None

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import fftconv, upsample_c, winograd, winograd_c
+from .. import fftconv, sample_c, upsample_c, winograd, winograd_c
 from ..packed import cached, fast_cpu, plain, switched_off, unpacked
 
 # One switch for every fast path of the model layer: float_rt.packed's.
@@ -47,6 +47,47 @@ reference_paths = unpacked
 
 
 active = fast_cpu
+
+
+# ---- the warp's trilinear samples, compiled, written in their reader's layout ----------------------------------
+
+def candidate_volume(f: torch.Tensor, motions: torch.Tensor, heat: torch.Tensor) -> torch.Tensor | None:
+    """The dense-motion net's input ``cat([heat(0 for the background), grid_sample(f, motion_k)], per k)``
+    as (B, K1*(C+1), D, H, W) channels-last-3d, each candidate sampled (``float_rt.sample_c``) straight
+    into its channels; None without the compiled sampler.  f (B, C, D, H, W); motions (B, K1, D, H, W, 3);
+    heat (B, K1-1, D, H, W)."""
+    sample = sample_c.sampler()
+    if sample is None:
+        return None
+    b, c, d, h, w = f.shape
+    n = motions.shape[1]
+    buf = f.new_empty(b, d, h, w, n, c + 1)
+    buf[..., 0, 0] = 0.0
+    buf[..., 1:, 0] = heat.permute(0, 2, 3, 4, 1)
+    grids = motions.contiguous()
+    for i in range(b):
+        volume = f[i:i + 1].permute(0, 2, 3, 4, 1).contiguous()                # (1, D, H, W, C)
+        step = n * (c + 1)
+        sample(volume, grids[i], buf[i, :, :, :, :, 1:], (c + 1, h * w * step, w * step, step, 1))
+    return buf.view(b, d, h, w, n * (c + 1)).permute(0, 4, 1, 2, 3)
+
+
+def warped_planes(owner: nn.Module, f_s: torch.Tensor, deformation: torch.Tensor) -> torch.Tensor | None:
+    """``grid_sample(f_s, deformation).reshape(B, C*D, H, W)`` as a channels-last 2-D tensor (the mix
+    convolution's layout, channel c*D + d), sampled by ``float_rt.sample_c`` from a channels-last copy of
+    f_s kept while the same f_s comes back; None without the compiled sampler."""
+    sample = sample_c.sampler()
+    if sample is None:
+        return None
+    b = deformation.shape[0]
+    shared = f_s.shape[0] == 1 or f_s.stride(0) == 0
+    source = f_s[:1] if shared else f_s
+    volume = cached(owner, "_fast_source_volume", (source,), lambda: source.permute(0, 2, 3, 4, 1).contiguous())
+    _, c, d, h, w = source.shape
+    _, do, ho, wo, _ = deformation.shape
+    out = f_s.new_empty(b, ho, wo, c * do)
+    sample(volume, deformation.contiguous(), out, (ho * wo * c * do, 1, wo * c * do, c * do, do))
+    return out.permute(0, 3, 1, 2)
 
 
 # ---- the hourglass's pooling and upsampling, keeping channels-last-3d ------------------------------------------
@@ -61,8 +102,11 @@ def pool_hw(x: torch.Tensor) -> torch.Tensor:
     b, c, d, h, w = x.shape
     if h % 2 or w % 2:
         return F.avg_pool3d(x, (1, 2, 2)).contiguous(memory_format=torch.channels_last_3d)
-    cells = x.permute(0, 2, 3, 4, 1).reshape(b, d, h // 2, 2, w // 2, 2, c)
-    return (cells.sum((3, 5)) * 0.25).permute(0, 4, 1, 2, 3)
+    v = x.permute(0, 2, 3, 4, 1)                                             # (B, D, H, W, C), a view
+    out = v[:, :, 0::2, 0::2] + v[:, :, 1::2, 0::2]     # four strided reads of C-long runs (a sum over
+    out += v[:, :, 0::2, 1::2]                          # the cells' own dims is 40x slower)
+    out += v[:, :, 1::2, 1::2]
+    return out.mul_(0.25).permute(0, 4, 1, 2, 3)
 
 
 def upsample_hw(x: torch.Tensor) -> torch.Tensor:

@@ -88,16 +88,18 @@ class DenseMotion(nn.Module):
         # Candidate k maps a driving-frame voxel near x_d[k] to the same offset around x_s[k].
         shifted = grid[None, None] - x_d[:, :, None, None, None, :] + x_s[:, :, None, None, None, :]
         motions = torch.cat([grid[None, None].expand(b, 1, d, h, w, 3), shifted], dim=1)
-        copies = f.unsqueeze(1).expand(b, n, c, d, h, w).reshape(b * n, c, d, h, w)
-        warped = F.grid_sample(copies, motions.reshape(b * n, d, h, w, 3), align_corners=False)
-        warped = warped.view(b, n, c, d, h, w)
-
         heat = gaussian_heatmaps(grid, x_d) - gaussian_heatmaps(grid, x_s)
-        heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1)  # background has none
-        inp = torch.cat([heat.unsqueeze(2), warped], dim=2).view(b, -1, d, h, w)
-        quick = fast.active(inp)
-        if quick:   # oneDNN's native layout for the 3-D convolutions below
-            inp = inp.contiguous(memory_format=torch.channels_last_3d)
+        quick = fast.active(f)
+        # channels-last-3d (oneDNN's native layout for the 3-D convolutions below), sampled in place
+        inp = fast.candidate_volume(f, motions, heat) if quick else None
+        if inp is None:
+            copies = f.unsqueeze(1).expand(b, n, c, d, h, w).reshape(b * n, c, d, h, w)
+            warped = F.grid_sample(copies, motions.reshape(b * n, d, h, w, 3), align_corners=False)
+            warped = warped.view(b, n, c, d, h, w)
+            heat = torch.cat([heat.new_zeros(b, 1, d, h, w), heat], dim=1)  # background has none
+            inp = torch.cat([heat.unsqueeze(2), warped], dim=2).view(b, -1, d, h, w)
+            if quick:
+                inp = inp.contiguous(memory_format=torch.channels_last_3d)
         pred = self.hourglass(inp)
 
         if quick and fast.fft_ok(self.mask_head):
@@ -135,8 +137,11 @@ class Warper(nn.Module):
         if x_s.shape[0] != b:
             x_s = x_s.expand(b, *x_s.shape[1:])
         deformation, occlusion = self.dense(f_s, x_s, x_d)
-        out = F.grid_sample(f_s, deformation, align_corners=False)
-        b, c, d, h, w = out.shape
-        out = F.leaky_relu(self.mix(out.reshape(b, c * d, h, w)), 0.01)
+        planes = fast.warped_planes(self, f_s, deformation) if fast.active(f_s) else None
+        if planes is None:
+            out = F.grid_sample(f_s, deformation, align_corners=False)
+            b, c, d, h, w = out.shape
+            planes = out.reshape(b, c * d, h, w)
+        out = F.leaky_relu(self.mix(planes), 0.01)
         out = self.project(out)
         return out * occlusion if occlusion is not None else out
