@@ -147,7 +147,7 @@ def test_warp_fast_path_equals_plain():
 WARP_PATHS = {
     # the hourglass's 3x3x3 convolutions as Winograd over (H, W) with 3-tap depth products, and the 3x3
     # mix convolution (forced onto a small warp), against direct convolutions
-    "winograd": (fast.without_winograd, lambda w: ("_fast_winograd3d_m4" in w.dense.hourglass.fuse.conv.__dict__
+    "winograd": (fast.without_winograd, lambda w: ("_fast_winograd3d" in w.dense.hourglass.fuse.conv.__dict__
                                                    and "_fast_winograd_bn" in w.mix.conv.__dict__)),
     # the 7x7x7 mask head by FFT (the published path) against its stacked 2-D form; the occlusion head
     # folded from its taps either way

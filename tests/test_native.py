@@ -104,19 +104,6 @@ def test_compiled_transforms_equal_the_torch_ones(m, r, threads):
     assert rel(compiled, exact) < bound and rel(plain, exact) < bound
 
 
-def test_small_slices_take_f2x3_where_compiled():
-    """The hourglass's 4x4 slices: Winograd F(2x2, 3x3) when the transforms are compiled, else direct."""
-    conv = torch.nn.Conv3d(40, 48, 3, padding=1)
-    x = torch.randn(1, 40, 5, 4, 4).contiguous(memory_format=torch.channels_last_3d)
-    assert fast.winograd3d_ok(conv, x)
-    with torch.no_grad():
-        out = fast.winograd_conv3d(conv, conv.weight, conv.bias, x)
-        ref = F.conv3d(x, conv.weight, conv.bias, padding=1)
-    assert "_fast_winograd3d_m2" in conv.__dict__ and rel(out, ref) < 1e-5
-    with native.without_native():
-        assert not fast.winograd3d_ok(conv, x)
-
-
 def test_pool_and_upsample_keep_channels_last_3d():
     x = torch.randn(2, 6, 3, 8, 10).contiguous(memory_format=torch.channels_last_3d)
     pooled, up = fast.pool_hw(x), fast.upsample_hw(x)

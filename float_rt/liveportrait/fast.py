@@ -230,26 +230,18 @@ def winograd_ok(weight: torch.Tensor, stride=(1, 1), padding=(1, 1), dilation=(1
 
 
 def winograd3d_ok(conv: nn.Conv3d, x: torch.Tensor) -> bool:
-    """A 3x3x3 convolution by Winograd over (H, W), on slices of at least 8x8, or 4x4 where the
-    transforms are compiled (smaller ones are a few tiles, most of them padding)."""
-    smallest = SMALL_SLICE_PLAN.m * 2 if winograd.compiled(SMALL_SLICE_PLAN) else 8
+    """A 3x3x3 convolution by Winograd over (H, W), on slices of at least 8x8 (smaller ones are a
+    few tiles, most of them padding; F(2x2, 3x3) on the hourglass's 4x4 slices gained 1 % of a frame
+    for 1.8x their weights' memory, 200 MB)."""
     return (conv.kernel_size == (3, 3, 3) and conv.padding == (1, 1, 1) and conv.stride == (1, 1, 1)
             and conv.dilation == (1, 1, 1) and conv.groups == 1
-            and _wide(conv.in_channels, conv.out_channels, taps=3) and min(x.shape[-2:]) >= smallest)
-
-
-# Slices under 8x8 (the hourglass's 4x4 level, 512 <-> 1024 channels) by F(2x2, 3x3): F(4x4, 3x3)
-# would be one tile of 36 products a pixel block with 4x the weights to stream; measured on them,
-# 20.5 -> 14.4 ms (F(4x4, 3x3): 17.7), 1.8x the weights' memory.
-SMALL_SLICE_PLAN = winograd.Plan(2, 3)
+            and _wide(conv.in_channels, conv.out_channels, taps=3) and min(x.shape[-2:]) >= 8)
 
 
 def winograd_conv3d(conv: nn.Conv3d, weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """``F.conv3d(x, weight, bias, padding=1)``: Winograd F(4x4, 3x3) (F(2x2, 3x3) on slices under 8x8) over
-    each depth slice, the 3 depth taps summed by the product step (``float_rt.winograd.Prepared``);
-    channels-last-3d out."""
-    plan = WINOGRAD_PLAN if min(x.shape[-2:]) >= 8 else SMALL_SLICE_PLAN
-    prepared = cached(conv, f"_fast_winograd3d_m{plan.m}", (weight, bias), lambda: winograd.Prepared(weight, bias, plan))
+    """``F.conv3d(x, weight, bias, padding=1)``: Winograd F(4x4, 3x3) over each depth slice, the 3 depth
+    taps summed by the product step (``float_rt.winograd.Prepared``); channels-last-3d out."""
+    prepared = cached(conv, "_fast_winograd3d", (weight, bias), lambda: winograd.Prepared(weight, bias, WINOGRAD_PLAN))
     return winograd.conv3d(x, prepared, 1)
 
 
@@ -455,4 +447,6 @@ def chosen_paths(renderer: nn.Module | None = None) -> dict:
                                 if on and not getattr(_winograd, "off", False) else "direct"),
             "warp_conv3x3x3": ("Winograd F(4x4, 3x3) over (H, W), 3-tap depth products, where wide"
                                if on and not getattr(_winograd, "off", False) else "direct 3-D"),
+            "warp_samples": ("compiled trilinear, channels-last source, written in the reader's layout"
+                             if on and sample_c.sampler() is not None else "F.grid_sample"),
             "onednn": torch.backends.mkldnn.is_available()}
