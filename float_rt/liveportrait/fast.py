@@ -26,6 +26,13 @@ in another order, within ~1e-6 relative), selected per call.
   taps of a row or column land on one coarse pixel (the inner phases at s = 4): 2.25x fewer
   products at s = 2, 3.2x at s = 4.
 
+- Where a C compiler is at hand (``float_rt.native``): the Winograd transforms compiled
+  (``float_rt.winograd_c``), so narrower convolutions take Winograd too; each SPADE norm applied in
+  the compiled output transform of its gamma/beta convolution (``spade_fused``); the upsampled
+  condition's convolution as its nine taps on the coarse grid with compiled sums
+  (``float_rt.upsample_c``); the warp's trilinear samples compiled and written in their reader's
+  layout (``float_rt.sample_c``).  Each falls back to the PyTorch form above without one.
+
 Derived weights are cached on the module and rebuilt when a parameter changes (``_version``), as
 ``float_rt.packed`` does.  ``reference_paths()`` turns every fast path off in this thread (tests
 compare both); they are off anyway off the CPU, under autocast, with gradients, or for non-fp32.
