@@ -23,16 +23,20 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .packed import switched_off
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-std=c99", "-shared", "-fPIC")
 LIBS = ("-lm",)
 _state = threading.local()
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_wrapped: dict[str, object] = {}
 _lock = threading.Lock()
 
 
@@ -82,6 +86,17 @@ def load(name: str, source: str) -> ctypes.CDLL | None:
                         str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
         _loaded[name] = lib
         return lib
+
+
+def kernel(name: str, source: Callable[[], str], wrap: Callable[[ctypes.CDLL], T]) -> T | None:
+    """``wrap(library)`` for the library ``name`` built from ``source()`` (generated only when first
+    needed), kept for the process; None where native kernels are off or it cannot be built."""
+    if not enabled():
+        return None
+    if name not in _wrapped:
+        lib = load(name, source())
+        _wrapped[name] = None if lib is None else wrap(lib)
+    return _wrapped[name]
 
 
 def _build(name: str, source: str) -> ctypes.CDLL:

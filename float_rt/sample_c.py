@@ -79,14 +79,6 @@ class Sampler:
                  out.data_ptr(), *strides, torch.get_num_threads())
 
 
-_sampler: list = []
-
-
 def sampler() -> Sampler | None:
     """The compiled sampler, or None (no compiler, build failed, switched off)."""
-    if not native.enabled():
-        return None
-    if not _sampler:
-        lib = native.load("sample3d", SOURCE)
-        _sampler.append(None if lib is None else Sampler(lib))
-    return _sampler[0]
+    return native.kernel("sample3d", lambda: SOURCE, Sampler)

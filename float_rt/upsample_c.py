@@ -89,17 +89,9 @@ class Kernel:
         return out.permute(0, 3, 1, 2)
 
 
-_kernels: dict[int, Kernel | None] = {}
-
-
 def kernel(s: int) -> Kernel | None:
     """The compiled tap sums for scale ``s``, or None (no compiler, build failed, switched off)."""
-    if not native.enabled():
-        return None
-    if s not in _kernels:
-        lib = native.load(f"upsample_taps_s{s}", source(s))
-        _kernels[s] = None if lib is None else Kernel(lib, s)
-    return _kernels[s]
+    return native.kernel(f"upsample_taps_s{s}", lambda: source(s), lambda lib: Kernel(lib, s))
 
 
 def tap_weight(weight: torch.Tensor) -> torch.Tensor:

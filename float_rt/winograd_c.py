@@ -234,15 +234,6 @@ class Modulation:
     slope: float | None
 
 
-_kernels: dict[Plan, Kernels | None] = {}
-
-
 def kernels(plan: Plan) -> Kernels | None:
     """The compiled transforms of ``plan``, or None (no compiler, build failed, or switched off)."""
-    if not native.enabled():
-        return None
-    if plan not in _kernels:
-        lib = native.load(f"winograd_m{plan.m}r{plan.r}", source(plan))
-        _kernels[plan] = None if lib is None else Kernels(lib, plan)
-    return _kernels[plan]
-
+    return native.kernel(f"winograd_m{plan.m}r{plan.r}", lambda: source(plan), lambda lib: Kernels(lib, plan))
