@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -140,12 +141,20 @@ def _key(*tensors) -> tuple:
                  for t in tensors)
 
 
+def _same(refs: tuple, tensors: tuple) -> bool:
+    """Each weak reference still points at the very tensor (a freed tensor's address may be reused
+    by a new one of the same shape: a cache keyed on the address alone would hand out stale data)."""
+    return len(refs) == len(tensors) and all((r is None and t is None) or (r is not None and r() is t)
+                                             for r, t in zip(refs, tensors))
+
+
 def cached(module: nn.Module, name: str, tensors: tuple, build):
-    """``build()`` cached on ``module`` under ``name`` until one of ``tensors`` changes."""
+    """``build()`` cached on ``module`` under ``name`` until one of ``tensors`` changes (is modified
+    in place, or is another tensor)."""
     key = _key(*tensors)
     hit = module.__dict__.get(name)
-    if hit is None or hit[0] != key:
+    if hit is None or hit[0] != key or not _same(hit[2], tensors):
         with torch.no_grad():
-            hit = (key, build())
+            hit = (key, build(), tuple(None if t is None else weakref.ref(t) for t in tensors))
         module.__dict__[name] = hit
     return hit[1]

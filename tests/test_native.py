@@ -216,3 +216,25 @@ def test_warp_samples_compiled_equal_the_torch_ones():
         assert torch.allclose(planes, ref.reshape(b, c * d, h, w), atol=1e-5)
     with native.without_native():
         assert fast.candidate_volume(f, motions, heat) is None and fast.warped_planes(owner, f, deformation) is None
+
+
+def test_cached_rebuilds_for_another_tensor_at_a_reused_address():
+    """A derived value (the warp's channels-last source) belongs to the tensor it was built from: another
+    tensor with the same address, version, shape and strides (as when a freed block is reused for the
+    next step's batch) holding other data is another tensor."""
+    from float_rt.packed import cached
+    storage = torch.zeros(32).untyped_storage()
+
+    def tensor():
+        return torch.empty(0).set_(storage, 0, (4, 8))
+    owner = torch.nn.Module()
+    first = tensor()
+    assert cached(owner, "_x", (first,), lambda: float(first.sum())) == 0.0
+    assert cached(owner, "_x", (first,), lambda: -1.0) == 0.0            # the same tensor: kept
+    tensor().fill_(1.0)                                                  # the memory changes under another name
+    del first
+    second = tensor()
+    assert (second.data_ptr(), second._version) == (storage.data_ptr(), 1)
+    assert cached(owner, "_x", (second,), lambda: float(second.sum())) == 32.0
+    second.add_(1)
+    assert cached(owner, "_x", (second,), lambda: float(second.sum())) == 64.0
