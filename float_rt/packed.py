@@ -141,20 +141,26 @@ def _key(*tensors) -> tuple:
                  for t in tensors)
 
 
+def _root(t: torch.Tensor) -> torch.Tensor:
+    """The tensor that owns t's memory: t itself, or the tensor t is a view of (views share its
+    version counter, so the address/version key covers a view taken anew on each call)."""
+    return t if t._base is None else t._base
+
+
 def _same(refs: tuple, tensors: tuple) -> bool:
-    """Each weak reference still points at the very tensor (a freed tensor's address may be reused
-    by a new one of the same shape: a cache keyed on the address alone would hand out stale data)."""
-    return len(refs) == len(tensors) and all((r is None and t is None) or (r is not None and r() is t)
+    """Each weak reference still points at the tensor owning that memory (a freed tensor's address
+    may be reused by a new one of the same shape: a key on the address alone would hand out stale data)."""
+    return len(refs) == len(tensors) and all((r is None and t is None) or (r is not None and r() is _root(t))
                                              for r, t in zip(refs, tensors))
 
 
 def cached(module: nn.Module, name: str, tensors: tuple, build):
     """``build()`` cached on ``module`` under ``name`` until one of ``tensors`` changes (is modified
-    in place, or is another tensor)."""
+    in place, or is another tensor's memory; a new view of the same tensor is the same)."""
     key = _key(*tensors)
     hit = module.__dict__.get(name)
     if hit is None or hit[0] != key or not _same(hit[2], tensors):
         with torch.no_grad():
-            hit = (key, build(), tuple(None if t is None else weakref.ref(t) for t in tensors))
+            hit = (key, build(), tuple(None if t is None else weakref.ref(_root(t)) for t in tensors))
         module.__dict__[name] = hit
     return hit[1]

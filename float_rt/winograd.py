@@ -240,17 +240,19 @@ def conv2d(x: torch.Tensor, conv: Prepared, padding: int, modulation=None) -> to
     return out.permute(0, 3, 1, 2)
 
 
+def _kernels(plan: Plan):
+    from . import winograd_c     # imports this module: loaded on first use
+    return winograd_c.kernels(plan)
+
+
 def compiled(plan: Plan) -> bool:
     """Whether ``conv2d``/``conv3d`` of fp32 CPU tensors run ``plan``'s transforms compiled."""
-    return _compiled(torch.empty(0), plan) is not None
+    return _kernels(plan) is not None
 
 
 def _compiled(x: torch.Tensor, plan: Plan):
-    """The plan's compiled transforms (``float_rt.winograd_c``) where they apply, else None."""
-    if x.device.type != "cpu" or x.dtype != torch.float32:
-        return None
-    from . import winograd_c     # imports this module: loaded on first use
-    return winograd_c.kernels(plan)
+    """The plan's compiled transforms (``float_rt.winograd_c``) where they apply to x, else None."""
+    return _kernels(plan) if x.device.type == "cpu" and x.dtype == torch.float32 else None
 
 
 def _conv2d_compiled(x: torch.Tensor, conv: Prepared, padding: int, kernels, ho: int, wo: int, th: int,
@@ -283,5 +285,5 @@ def conv3d(x: torch.Tensor, conv: Prepared, padding: int) -> torch.Tensor:
         outs.append(conv2d(slices, conv, padding).permute(0, 2, 3, 1).contiguous())   # (D, H, W, O)
     # (B, D, H, W, O) with every stride set (a size-1 batch dim with stride O would make torch.cat
     # and others take the result for a plain contiguous tensor)
-    out = torch.stack(outs) if len(outs) > 1 else outs[0].unsqueeze(0).view(1, *outs[0].shape)
+    out = torch.stack(outs) if len(outs) > 1 else outs[0].view(1, *outs[0].shape)
     return out.permute(0, 4, 1, 2, 3)

@@ -231,6 +231,7 @@ def test_cached_rebuilds_for_another_tensor_at_a_reused_address():
     first = tensor()
     assert cached(owner, "_x", (first,), lambda: float(first.sum())) == 0.0
     assert cached(owner, "_x", (first,), lambda: -1.0) == 0.0            # the same tensor: kept
+    assert cached(owner, "_x", (first[:],), lambda: -1.0) == 0.0         # a new view of it: kept
     tensor().fill_(1.0)                                                  # the memory changes under another name
     del first
     second = tensor()

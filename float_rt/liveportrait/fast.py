@@ -225,10 +225,11 @@ def without_winograd():
 
 def _wide(cin: int, cout: int, taps: int = 1) -> bool:
     """Winograd on and worth it: the products (``taps`` kernels deep) outweigh the transforms."""
-    if getattr(_winograd, "off", False):
-        return False
-    floor = WINOGRAD_MIN_WIDTH_COMPILED if winograd.compiled(WINOGRAD_PLAN) else WINOGRAD_MIN_WIDTH
-    return taps * cin * cout >= floor * (cin + cout)
+    return not getattr(_winograd, "off", False) and taps * cin * cout >= _min_width() * (cin + cout)
+
+
+def _min_width() -> int:
+    return WINOGRAD_MIN_WIDTH_COMPILED if winograd.compiled(WINOGRAD_PLAN) else WINOGRAD_MIN_WIDTH
 
 
 def winograd_ok(weight: torch.Tensor, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups: int = 1) -> bool:
@@ -440,7 +441,6 @@ def chosen_paths(renderer: nn.Module | None = None) -> dict:
     """The paths the renderer takes on this CPU in fp32 (for benchmarks and logs)."""
     on = not plain()
     compiled = winograd.compiled(WINOGRAD_PLAN)
-    floor = WINOGRAD_MIN_WIDTH_COMPILED if compiled else WINOGRAD_MIN_WIDTH
     return {"batchnorm_folded": on, "decoder_channels_last": on, "spade_convs_merged": on,
             "warp_hourglass_channels_last_3d": on,
             "mask_conv": ("3-D" if not on else "FFT over 16x16 tiles" if not getattr(_fft, "off", False)
@@ -449,7 +449,7 @@ def chosen_paths(renderer: nn.Module | None = None) -> dict:
             "spade_upsampled_cond_conv": (("9 tap products on the coarse grid, sums compiled" if upsample_c.kernel(2)
                                            else "2x2 phase kernels on the coarse grid") if on
                                           else "3x3 on the upsampled grid"),
-            "decoder_conv3x3": (f"Winograd F(4x4, 3x3) where C_in*C_out/(C_in+C_out) >= {floor}"
+            "decoder_conv3x3": (f"Winograd F(4x4, 3x3) where C_in*C_out/(C_in+C_out) >= {_min_width()}"
                                 f"{', transforms compiled' if compiled else ''}"
                                 if on and not getattr(_winograd, "off", False) else "direct"),
             "warp_conv3x3x3": ("Winograd F(4x4, 3x3) over (H, W), 3-tap depth products, where wide"
